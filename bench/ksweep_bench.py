@@ -1,0 +1,104 @@
+"""Seconds per layer of the full 19-fraction K_sweep: our solver (float64) vs the naive
+algorithm of SPEC §2 (float32: eigh of B, whitening, eigh, one pseudo-inverse per fraction),
+on the same random statistics in one run, with the ratio. Agreement is checked where the
+subspaces are uniquely defined (SPEC §2.0) against the same naive algorithm run in float64
+(our answer must match it to 1e-6); the float32 naive's own deviation is printed beside it:
+on ill-conditioned statistics float32 whitening loses several digits.
+
+    python bench/ksweep_bench.py                 # d = 576, 1024, 2048 on the CPU
+    python bench/ksweep_bench.py --device cuda --dims 2048,4096
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from ntps.cli import resolve_device  # noqa: E402
+from ntps.score import DEFAULT_FRACTIONS, ntps_sweep, solve_layer  # noqa: E402
+
+
+def random_statistics(d: int, C: int, seed: int, device):
+    """Covariance-like sums with a decaying spectrum, as the sums of SPEC §1 would look."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    scale = torch.logspace(0, -3, d, dtype=torch.float64)
+    A = torch.randn(d, 2 * d, generator=g, dtype=torch.float64) * scale[:, None]
+    Bm = torch.randn(d, 2 * d, generator=g, dtype=torch.float64) * scale[:, None]
+    XX, C0 = A @ A.T, Bm @ Bm.T
+    XY = XX @ torch.randn(d, C, generator=g, dtype=torch.float64) / d
+    C1 = C0 @ torch.randn(d, d, generator=g, dtype=torch.float64) / d**0.5
+    return [t.to(device) for t in (XX, XY, C0, C1)]
+
+
+def naive_sweep(XX, XY, C0, C1, fractions, rcond=1e-7, dtype=torch.float32):
+    """The reference algorithm: full eigendecompositions, then a pinv projector per fraction."""
+    def gen_eigh(A, B):
+        b, Q = torch.linalg.eigh(B)
+        keep = b > rcond * b.max()
+        W = Q[:, keep] / b[keep].sqrt()
+        lam, Y = torch.linalg.eigh(W.T @ A @ W)
+        return lam.flip(0), (W @ Y).flip(1), int(keep.sum())
+
+    XX, XY, C0, C1 = (t.to(dtype) for t in (XX, XY, C0, C1))
+    lamU, U, rU = gen_eigh(XY @ XY.T, XX)
+    _, V, rV = gen_eigh(C1 @ C1.T, C0)
+    c = int((lamU > rcond * lamU[0]).sum())
+    out = []
+    for f in fractions:
+        kU, kV = min(int(f * rU + 1e-9), c), int(f * rV + 1e-9)
+        Uk, Vk = U[:, :kU], V[:, :kV]
+        P = Vk @ torch.linalg.pinv(Vk)
+        out.append(float(torch.linalg.matrix_norm(P @ Uk) ** 2 / torch.linalg.matrix_norm(Uk) ** 2))
+    return np.array(out)
+
+
+def timed(fn, device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - t
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dims", default="576,1024,2048")
+    p.add_argument("--classes", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+    device = resolve_device(args.device)
+    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, C = {args.classes}, "
+          f"{len(DEFAULT_FRACTIONS)} fractions")
+    print(f"{'d':>6} {'ours f64 s':>11} {'naive f32 s':>12} {'ratio':>7} {'|Δ| vs naive f64':>17} "
+          f"{'|Δ| naive f32':>14} {'unique':>7}")
+    for d in (int(x) for x in args.dims.split(",")):
+        stats = random_statistics(d, args.classes, seed=d, device=device)
+        timed(lambda: solve_layer(*[s[:64, :64] if s.shape[1] == d else s[:64] for s in stats]), device)  # warm-up
+        t_ours, t_naive = [], []
+        for _ in range(args.repeats):
+            res, t = timed(lambda: ntps_sweep(solve_layer(*stats, device=device)), device)
+            t_ours.append(t)
+            ref, t = timed(lambda: naive_sweep(*stats, DEFAULT_FRACTIONS), device)
+            t_naive.append(t)
+        ref64 = naive_sweep(*stats, DEFAULT_FRACTIONS, dtype=torch.float64)
+        m = res["unique"]
+        diff64 = float(np.max(np.abs(res["ntps"][m] - ref64[m]))) if m.any() else float("nan")
+        diff32 = float(np.max(np.abs(res["ntps"][m] - ref[m]))) if m.any() else float("nan")
+        a, b = min(t_ours), min(t_naive)
+        print(f"{d:>6} {a:>11.3f} {b:>12.3f} {b / a:>6.1f}x {diff64:>17.2e} {diff32:>14.2e} "
+              f"{int(m.sum()):>4}/{len(m)}", flush=True)
+        if not diff64 <= 1e-6:
+            print(f"  WARNING: disagreement {diff64:.2e} > 1e-6 with the float64 naive algorithm", flush=True)
+
+
+if __name__ == "__main__":
+    main()

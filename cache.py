@@ -1,0 +1,318 @@
+"""Stream one forward pass over a labelled split and accumulate the per-layer sums of SPEC §1.
+
+Writes ``{output_dir}/{model_slug}/{dataset_slug}/{split}/stats.safetensors`` + ``meta.json``
+(read by K_sweep.py), and with ``--save_features`` per-text mean-pooled and last-token features
+per layer (``features_mean.npy`` / ``features_last.npy``, shape (layers, N, d), memory-mappable,
+rows in the order of ``labels.npy``).
+
+Texts are sorted by length and cut into batches (little padding) and shards; each finished shard
+updates a float64 checkpoint, so rerunning the same command after an interruption continues
+where it stopped and gives totals identical to an uninterrupted run. Under ``torchrun`` or
+``accelerate launch`` shards are dealt to ranks by index, the sums are reduced once, and rank 0
+writes.
+
+Examples:
+    python cache.py                                            # smollm2-135m on vader-movies train
+    python cache.py --model Qwen/Qwen2-0.5B --dataset rotten_tomatoes --dtype bfloat16 --device cuda
+    torchrun --nproc_per_node 2 cache.py --dataset bbc-news --split test --save_features
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ntps.accumulate import StatsAccumulator
+from ntps.artifacts import (ArtifactError, fingerprint, load_stats, read_meta, save_stats, save_stats_file)
+from ntps.cli import (DEFAULT_DATASET, DEFAULT_MODEL, DEFAULT_OUTPUT_DIR, HelpFormatter, parse_int_list,
+                      resolve_device)
+from ntps.io import atomic_path, environment_info, read_json, slugify, write_json
+
+DEFAULT_MAX_SAMPLES = 2000
+PARTIAL_DIR = ".partial"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=DEFAULT_MODEL,
+                   help="offline key (smollm2-135m, gemma3-270m, qwen2.5-coder-0.5b), hub id, local dir or .gguf")
+    g.add_argument("--revision", default=None, help="hub revision of the model")
+    g.add_argument("--tokenizer_name", default=None, help="load the tokenizer from here instead")
+    g.add_argument("--trust_remote_code", action="store_true", help="allow model code from the hub (OpenELM)")
+    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="forward-pass dtype (auto: float32 on CPU, bfloat16 on CUDA); sums are float32/64")
+    g.add_argument("--lora_ckpt", default=None, help="PEFT adapter directory to merge before the pass")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (under torchrun: cuda:LOCAL_RANK)")
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=DEFAULT_DATASET,
+                   help="offline key, paper dataset, hub id, or a local .csv/.tsv/.jsonl/.parquet file")
+    g.add_argument("--split", default="train", choices=["train", "test"])
+    g.add_argument("--dataset_revision", default=None, help="hub revision of the dataset")
+    g.add_argument("--text_column", default=None, help="text column of a local file or hub dataset")
+    g.add_argument("--label_column", default=None, help="label column of a local file or hub dataset")
+    g.add_argument("--test_file", default=None, help="separate test file for a local dataset")
+    g.add_argument("--max_samples", type=int, default=DEFAULT_MAX_SAMPLES,
+                   help="seeded class-stratified cap on texts; 0 = all texts of the split")
+    g.add_argument("--seed", type=int, default=42, help="seed of the subset (and of offline splits)")
+    g.add_argument("--max_length", type=int, default=512, help="truncate texts to this many tokens")
+    g = p.add_argument_group("statistics")
+    g.add_argument("--layers", default="all", help="hidden-state indices: 'all', '0,6,12', '10-20', '-1'")
+    g.add_argument("--batch_size", type=int, default=32, help="texts per forward pass")
+    g.add_argument("--shard_size", type=int, default=1024, help="texts per resumable shard")
+    g.add_argument("--save_features", action="store_true",
+                   help="also store per-text mean-pooled and last-token features per layer")
+    g.add_argument("--features_dtype", default="float16", choices=["float16", "float32"])
+    g.add_argument("--output_dir", default=DEFAULT_OUTPUT_DIR)
+    g.add_argument("--overwrite", action="store_true", help="discard existing results and checkpoints")
+    return p.parse_args(argv)
+
+
+# ------------------------------------------------------------------------------------------------
+# distributed helpers (torchrun / accelerate launch set these variables)
+# ------------------------------------------------------------------------------------------------
+
+def dist_info() -> tuple[int, int, int]:
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+            int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def barrier(world: int) -> None:
+    if world > 1:
+        torch.distributed.barrier()
+
+
+def make_batches(lengths: np.ndarray, batch_size: int, shard_size: int) -> list[list[np.ndarray]]:
+    """Shards of batches of text indices, texts sorted by (length, index) so padding is small."""
+    order = np.lexsort((np.arange(len(lengths)), lengths))
+    per_shard = max(1, shard_size // batch_size) * batch_size
+    shards = []
+    for s in range(0, len(order), per_shard):
+        chunk = order[s: s + per_shard]
+        shards.append([chunk[b: b + batch_size] for b in range(0, len(chunk), batch_size)])
+    return shards
+
+
+def pad_batch(ids: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token lists into (B, T) input ids and mask."""
+    T = max(len(x) for x in ids)
+    out = torch.full((len(ids), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), T), dtype=torch.long)
+    for i, x in enumerate(ids):
+        out[i, : len(x)] = torch.tensor(x)
+        mask[i, : len(x)] = 1
+    return out.to(device), mask.to(device)
+
+
+def base_model(model):
+    """The decoder without its LM head: hidden states are all we need."""
+    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    return base if isinstance(base, torch.nn.Module) else model
+
+
+def tokenize(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], int]:
+    enc = tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+    truncated = sum(len(x) > max_length for x in enc)
+    ids = [x[:max_length] for x in enc]
+    empty = [i for i, x in enumerate(ids) if len(x) == 0]
+    if empty:
+        raise ValueError(f"{len(empty)} texts tokenize to zero tokens (first indices {empty[:5]}): "
+                         "drop empty texts from the dataset")
+    return ids, truncated
+
+
+class FeatureWriter:
+    """(layers, N, d) memory-mapped .npy files written in place as batches finish."""
+
+    def __init__(self, directory: Path, n_layers: int, n: int, d: int, dtype: str, create: bool):
+        self.paths = {k: directory / f"features_{k}.npy.partial" for k in ("mean", "last")}
+        mode = "w+" if create else "r+"
+        self.maps = {k: np.lib.format.open_memmap(p, mode=mode, dtype=dtype, shape=(n_layers, n, d))
+                     for k, p in self.paths.items()}
+
+    def write(self, idx: np.ndarray, mean: torch.Tensor, last: torch.Tensor) -> None:
+        self.maps["mean"][:, idx] = mean.cpu().numpy()
+        self.maps["last"][:, idx] = last.cpu().numpy()
+
+    def flush(self) -> None:
+        for m in self.maps.values():
+            m.flush()
+
+    def finalize(self) -> None:
+        self.flush()
+        for k, p in self.paths.items():
+            os.replace(p, p.with_suffix(""))  # features_mean.npy
+
+
+def main(args) -> Path:
+    rank, world, local_rank = dist_info()
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and args.device != "cpu" else "gloo"
+        torch.distributed.init_process_group(backend)
+    device = resolve_device(f"cuda:{local_rank}" if args.device == "auto" and world > 1
+                            and torch.cuda.is_available() else args.device)
+    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if rank == 0 else (lambda *a: None)
+
+    from ntps.data import load_split
+    from ntps.models import load_model_and_tokenizer
+
+    t_start = time.perf_counter()
+    data = load_split(args.dataset, args.split, max_samples=args.max_samples or None, seed=args.seed,
+                      text_column=args.text_column, label_column=args.label_column, test_file=args.test_file,
+                      revision=args.dataset_revision)
+    model, tokenizer, minfo = load_model_and_tokenizer(
+        args.model, revision=args.revision, tokenizer_name=args.tokenizer_name,
+        trust_remote_code=args.trust_remote_code, dtype=args.dtype, device=device, lora_ckpt=args.lora_ckpt)
+    n_states, d = minfo["n_states"], minfo["hidden_size"]
+    layers = parse_int_list(args.layers, n_states) or list(range(n_states))
+    out_dir = Path(args.output_dir) / slugify(args.model) / slugify(data.info.get("dataset", args.dataset)) / args.split
+    meta = {
+        "model": args.model, "revision": minfo.get("revision"), "model_info": minfo,
+        "dtype": str(minfo.get("dtype", args.dtype)), "lora_ckpt": args.lora_ckpt,
+        "dataset": data.info.get("dataset", args.dataset), "dataset_info": {k: v for k, v in data.info.items()
+                                                                           if k != "row_indices"},
+        "split": args.split, "max_length": args.max_length, "max_samples": args.max_samples or None,
+        "seed": args.seed, "layers": layers, "d": d, "num_classes": data.num_classes,
+        "n_states": n_states, "label_names": data.label_names,
+    }
+    meta["fingerprint"] = fingerprint(meta)
+    # the batching decides the float32 partial sums: a resumed run must use the same one
+    run_key = {"fingerprint": meta["fingerprint"], "batch_size": args.batch_size, "shard_size": args.shard_size,
+               "world_size": world, "save_features": args.save_features, "features_dtype": args.features_dtype,
+               "n_texts": len(data)}
+
+    if (out_dir / "meta.json").exists() and not args.overwrite:
+        try:
+            old = read_meta(out_dir)
+        except ArtifactError:
+            old = {}
+        features_ok = not args.save_features or (out_dir / "features_mean.npy").exists()
+        if old.get("fingerprint") == meta["fingerprint"] and features_ok:
+            log(f"[cache] up to date: {out_dir} (pass --overwrite to recompute)")
+            return out_dir
+        if old.get("fingerprint") != meta["fingerprint"]:
+            sys.exit(f"cache.py: {out_dir} holds statistics of another configuration "
+                     f"(model {old.get('model')}, dataset {old.get('dataset')}, layers, max_samples or dtype "
+                     "differ); pass --overwrite to replace them or --output_dir to keep both")
+    partial = out_dir / PARTIAL_DIR
+    if rank == 0 and args.overwrite and out_dir.exists():
+        shutil.rmtree(partial, ignore_errors=True)
+        for name in ("stats.safetensors", "meta.json", "labels.npy", "features_mean.npy", "features_last.npy"):
+            with contextlib.suppress(FileNotFoundError):
+                (out_dir / name).unlink()
+    barrier(world)
+    partial.mkdir(parents=True, exist_ok=True)
+    run_file = partial / "run.json"
+    if rank == 0:
+        if run_file.exists() and read_json(run_file) != run_key:
+            sys.exit(f"cache.py: {partial} holds an interrupted run with other settings "
+                     f"({read_json(run_file)}); rerun with the same arguments to resume, or pass --overwrite")
+        write_json(run_file, run_key)
+    barrier(world)
+
+    ids, truncated = tokenize(tokenizer, data.texts, args.max_length)
+    lengths = np.array([len(x) for x in ids])
+    shards = make_batches(lengths, args.batch_size, args.shard_size)
+    mine = list(range(rank, len(shards), world))
+    acc = StatsAccumulator(layers, d, data.num_classes, device=device)
+    ckpt, done_file = partial / f"rank{rank}of{world}.safetensors", partial / f"rank{rank}of{world}.json"
+    done: list[int] = []
+    if done_file.exists() and ckpt.exists():
+        done = read_json(done_file)["shards_done"]
+        if done:
+            acc.load_(load_stats_file(ckpt, layers))
+    features = None
+    if args.save_features:
+        if rank == 0 and not (partial / "features_mean.npy.partial").exists():
+            FeatureWriter(partial, len(layers), len(data), d, args.features_dtype, create=True).flush()
+        barrier(world)
+        features = FeatureWriter(partial, len(layers), len(data), d, args.features_dtype, create=False)
+    todo = [s for s in mine if s not in done]
+    log(f"[cache] model {args.model} ({minfo.get('architecture')}, {n_states} states × d={d}, {meta['dtype']}) "
+        f"on {device}; dataset {meta['dataset']}/{args.split}: {len(data)} texts, {data.num_classes} classes, "
+        f"{int(lengths.sum())} tokens ({truncated} truncated to {args.max_length}); {len(shards)} shards, "
+        f"{world} process(es); resuming {len(done)} done" if done else
+        f"[cache] model {args.model} ({minfo.get('architecture')}, {n_states} states × d={d}, {meta['dtype']}) "
+        f"on {device}; dataset {meta['dataset']}/{args.split}: {len(data)} texts, {data.num_classes} classes, "
+        f"{int(lengths.sum())} tokens ({truncated} truncated to {args.max_length}); {len(shards)} shards, "
+        f"{world} process(es)")
+    if args.max_samples and len(data) == args.max_samples:
+        log(f"[cache] capped at --max_samples {args.max_samples} texts (pass --max_samples 0 for the whole split)")
+
+    labels_t = torch.as_tensor(data.labels)
+    net = base_model(model)
+    n_batches = sum(len(shards[s]) for s in todo)
+    computed_tokens = 0
+    t_loop = time.perf_counter()
+    with tqdm(total=n_batches, desc=f"cache [{meta['dataset']}]", unit="batch", disable=rank != 0,
+              file=sys.stderr) as bar, torch.inference_mode():
+        for s in todo:
+            for idx in shards[s]:
+                input_ids, mask = pad_batch([ids[i] for i in idx], tokenizer.pad_token_id, device)
+                computed_tokens += input_ids.numel()
+                out = net(input_ids=input_ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
+                hs = out.hidden_states
+                if len(hs) != n_states:
+                    raise RuntimeError(f"model returned {len(hs)} hidden states, config says {n_states}")
+                feats = acc.add_batch(hs, mask, labels_t[idx], return_features=features is not None)
+                if features is not None:
+                    features.write(idx, *feats)
+                bar.update(1)
+            if features is not None:
+                features.flush()
+            done.append(s)
+            save_stats_file(ckpt, acc.to_stats(), meta)
+            write_json(done_file, {"shards_done": done})
+    loop_s = time.perf_counter() - t_loop
+
+    if world > 1:
+        acc.all_reduce_()
+    if acc.n_texts != len(data) or acc.class_counts.tolist() != data.class_counts.tolist():
+        raise RuntimeError(f"accounting error: {acc.n_texts} texts summed for {len(data)} in the split")
+    if rank == 0:
+        meta.update({"n_tokens_computed_this_run": computed_tokens, "truncated_texts": truncated,
+                     "batch_size": args.batch_size, "world_size": world, "environment": environment_info(),
+                     "seconds": {"total": round(time.perf_counter() - t_start, 2), "loop": round(loop_s, 2)},
+                     "features": ({"files": ["features_mean.npy", "features_last.npy"], "layout": "(layers, N, d)",
+                                   "dtype": args.features_dtype} if features is not None else None)})
+        if features is not None:
+            with atomic_path(out_dir / "labels.npy") as tmp, open(tmp, "wb") as f:
+                np.save(f, data.labels.astype(np.int64))
+            features.finalize()
+            for k in ("mean", "last"):
+                os.replace(partial / f"features_{k}.npy", out_dir / f"features_{k}.npy")
+        save_stats(out_dir, acc.to_stats(), meta)
+        shutil.rmtree(partial, ignore_errors=True)
+        pad = computed_tokens / max(1, sum(int(lengths[i]) for s in todo for b in shards[s] for i in b))
+        log(f"[cache] {acc.n_texts} texts, {acc.n_tokens} tokens, {len(layers)} layers in {loop_s:.1f}s "
+            f"(padding overhead {pad:.3f}); wrote {out_dir}")
+    barrier(world)
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    return out_dir
+
+
+def load_stats_file(path: Path, layers: list[int]):
+    """Read a rank checkpoint (the stats tensors without meta.json)."""
+    from safetensors.torch import load_file
+
+    from ntps.artifacts import LayerSums, Stats
+
+    t = load_file(str(path))
+    return Stats(layers={layer: LayerSums(*(t[f"layer{layer}.{k}"] for k in ("XX", "XY", "C0", "C1", "sum_x")))
+                         for layer in layers},
+                 class_counts=t["class_counts"], n_texts=int(t["n_texts"][0]), n_tokens=int(t["n_tokens"][0]),
+                 n_pairs=int(t["n_pairs"][0]))
+
+
+if __name__ == "__main__":
+    main(parse_args())

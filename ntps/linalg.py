@@ -1,0 +1,246 @@
+"""Generalized symmetric eigenproblems on the range of a PSD matrix (SPEC §2, §2.0).
+
+Everything runs in float64 through torch, so the same code uses LAPACK on the CPU and
+cuSOLVER on a GPU (``device="cuda"``).
+
+Algorithm for ``A x = λ B x`` with ``B`` symmetric PSD, possibly singular:
+
+1. *Whitening.* ``W`` (d, r) with ``Wᵀ B W = I_r`` on the range of ``B``. Directions with an
+   eigenvalue of ``B`` at or below ``tol`` are dropped, where ``tol = rcond · λ_max(B)``
+   (relative, the default) or ``atol`` (absolute; ``atol=1e-8`` reproduces the authors'
+   K_sweep). Fast path: when ``B − tol·I`` admits a Cholesky factorisation, every eigenvalue
+   exceeds ``tol``, nothing is dropped and ``W = L⁻ᵀ`` with ``B = L Lᵀ`` (two Cholesky
+   factorisations instead of an eigendecomposition). Otherwise ``W = Q_r diag(b_r)^-½`` from
+   ``eigh(B)``. Both give the same generalized eigenvectors.
+2. *Reduced problem.* ``Wᵀ A W y = λ y``. When ``A = F Fᵀ`` is given by a thin factor ``F``
+   (d, m) with ``m < r`` (the perception problem, ``m = C``), a thin SVD of ``Wᵀ F`` replaces
+   the r×r eigendecomposition. Eigenvectors map back as ``X = W Y`` (columns B-orthonormal).
+3. *Null block (SPEC §2.0).* Eigenvalues ``λ ≤ rcond · λ_max`` are reported as 0 and their
+   eigenvectors form a degenerate block in which any basis is valid. Convention: inside the
+   block, directions are ordered by decreasing feature variance per unit norm
+   (``xᵀBx / xᵀx``, i.e. PCA restricted to the block), computed by one eigendecomposition of
+   the block. Deterministic up to signs, which no subspace depends on.
+
+``DEFAULT_RCOND = 1e-7`` is the float32 machine epsilon: the statistics are accumulated
+from hidden states of at most float32 precision, so eigenvalues of ``B`` below ~1e-7 · λ_max
+are indistinguishable from round-off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+DEFAULT_RCOND = 1e-7
+#: Eigenvalues closer than this (relative to the largest) count as tied (subspace not unique).
+GAP_RTOL = 1e-9
+ORDERS = ("descending", "ascending")
+
+
+@dataclass
+class Whitener:
+    """``W`` (d, r) with ``Wᵀ B W = I_r``; ``WtB = Wᵀ B`` (r, d) maps a direction to whitened
+    coordinates (``Σ^{1/2}`` up to a rotation); ``rank = r``; ``tol`` the absolute threshold."""
+
+    W: torch.Tensor
+    WtB: torch.Tensor
+    rank: int
+    tol: float
+    lambda_max: float
+    method: str  # "cholesky" or "eigh"
+
+
+@dataclass
+class GeneralizedEig:
+    """Ordered solution of ``A x = λ B x`` on the range of ``B``.
+
+    ``values`` (n,) and ``vectors`` (d, n) in the requested order, columns B-orthonormal;
+    ``Y`` (r, n) the same vectors in whitened coordinates (``vectors = whitener.W @ Y``);
+    ``n_nonzero`` eigenvalues exceed the tolerance (for the perception problem: the label
+    rank). With ``only_nonzero=True`` only those ``n_nonzero`` columns are computed.
+    """
+
+    values: torch.Tensor
+    vectors: torch.Tensor
+    Y: torch.Tensor
+    whitener: Whitener
+    n_nonzero: int
+    order: str
+
+    @property
+    def rank(self) -> int:
+        return self.whitener.rank
+
+    def unique_prefix(self, k: np.ndarray | int) -> np.ndarray:
+        """True where span of the first ``k`` columns is uniquely defined (eigenvalue gap at k).
+
+        ``k = 0`` and ``k = rank`` are always unique; inside the null block never.
+        """
+        k = np.asarray(k)
+        vals = self.values.detach().cpu().numpy()
+        n = vals.shape[0]
+        scale = max(float(np.abs(vals).max(initial=0.0)), np.finfo(float).tiny)
+        gaps = np.abs(vals[:-1] - vals[1:]) > GAP_RTOL * scale  # gaps[i]: between i and i+1
+        out = np.zeros(k.shape, dtype=bool)
+        out[(k == 0) | (k >= self.rank)] = True
+        inner = (k > 0) & (k < n)
+        out[inner] = gaps[k[inner] - 1]
+        if n < self.rank:  # only the non-null columns were computed: k == n closes the block
+            out[k == n] = True
+        return out
+
+
+def as_float64(x, name: str, device=None) -> torch.Tensor:
+    """Convert an array or tensor to a float64 torch tensor, rejecting non-finite entries."""
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
+    x = x.to(device=device if device is not None else x.device, dtype=torch.float64)
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name} has {bad} non-finite entries (NaN/inf): the statistics are corrupt, "
+                         "e.g. float16 overflow in the forward pass; recompute them with --dtype float32")
+    return x
+
+
+def check_symmetric_psd_shape(B: torch.Tensor, name: str, rtol: float = 1e-8) -> torch.Tensor:
+    """Validate a square symmetric matrix (to relative ``rtol``) and return its exact symmetrisation."""
+    if B.ndim != 2 or B.shape[0] != B.shape[1]:
+        raise ValueError(f"{name} must be a square (d, d) matrix, got shape {tuple(B.shape)}")
+    scale = float(B.abs().max()) if B.numel() else 0.0
+    if scale == 0.0:
+        raise ValueError(f"{name} is all zeros: no data was accumulated for it")
+    asym = float((B - B.T).abs().max())
+    if asym > rtol * scale:
+        raise ValueError(f"{name} is not symmetric (max |B - Bᵀ| = {asym:.3g}, {asym / scale:.2g} relative); "
+                         "pass a covariance-like matrix (sum of outer products)")
+    return (B + B.T) / 2
+
+
+def _lambda_max_power(B: torch.Tensor, iters: int = 60) -> float:
+    """Largest eigenvalue of a PSD matrix by power iteration with a Rayleigh quotient."""
+    v = torch.ones(B.shape[0], dtype=B.dtype, device=B.device) + torch.linspace(
+        0, 1, B.shape[0], dtype=B.dtype, device=B.device)
+    lam = 0.0
+    for _ in range(iters):
+        w = B @ v
+        nrm = torch.linalg.vector_norm(w)
+        if nrm == 0:
+            return 0.0
+        new = float(v @ w) / float(v @ v)
+        v = w / nrm
+        if abs(new - lam) <= 1e-12 * abs(new):
+            lam = new
+            break
+        lam = new
+    return float(v @ (B @ v))
+
+
+def whiten(B: torch.Tensor, *, rcond: float = DEFAULT_RCOND, atol: float | None = None,
+           allow_cholesky: bool = True) -> Whitener:
+    """Whitening map on the range of the symmetric PSD ``B`` (d, d); see the module docstring."""
+    d = B.shape[0]
+    if allow_cholesky:
+        lam_max = _lambda_max_power(B)
+        tol = float(atol) if atol is not None else rcond * lam_max
+        eye = torch.eye(d, dtype=B.dtype, device=B.device)
+        # a margin for the power-iteration estimate (a lower bound) and round-off
+        _, info = torch.linalg.cholesky_ex(B - (1.01 * tol + 64 * d * np.finfo(float).eps * lam_max) * eye)
+        if int(info) == 0:
+            L, info = torch.linalg.cholesky_ex(B)
+            if int(info) == 0:
+                Linv = torch.linalg.solve_triangular(L, eye, upper=False)
+                return Whitener(W=Linv.T, WtB=L.T, rank=d, tol=tol, lambda_max=lam_max, method="cholesky")
+    b, Q = torch.linalg.eigh(B)
+    b, Q = b.flip(0), Q.flip(1)  # descending variance
+    lam_max = float(b[0])
+    tol = float(atol) if atol is not None else rcond * lam_max
+    keep = b > tol
+    r = int(keep.sum())
+    if r == 0:
+        raise ValueError(f"every eigenvalue of the matrix is <= tol = {tol:.3g}: nothing to whiten "
+                         "(too few texts, or an absolute --atol too large for these sums)")
+    Qr, br = Q[:, :r], b[:r]
+    return Whitener(W=Qr / br.sqrt(), WtB=(Qr * br.sqrt()).T, rank=r, tol=tol, lambda_max=lam_max,
+                    method="eigh")
+
+
+def _order_null_block(N: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """Order an orthonormal basis ``N`` (r, m) of a degenerate block by decreasing
+    variance per unit norm of ``x = W y``: ascending eigenvalues of ``Nᵀ WᵀW N``."""
+    if N.shape[1] <= 1:
+        return N
+    WN = W @ N
+    crit = WN.T @ WN
+    _, E = torch.linalg.eigh((crit + crit.T) / 2)
+    return N @ E
+
+
+def generalized_eigh(B, *, A=None, A_factor=None, rcond: float = DEFAULT_RCOND, atol: float | None = None,
+                     order: str = "descending", only_nonzero: bool = False, device=None,
+                     name_A: str = "A", name_B: str = "B") -> GeneralizedEig:
+    """Solve ``A x = λ B x`` on the range of ``B`` (SPEC §2) with a deterministic order.
+
+    Parameters
+    ----------
+    B : (d, d) symmetric PSD array/tensor.
+    A : (d, d) symmetric PSD, or ``A_factor`` (d, m) with ``A = A_factor A_factorᵀ`` (preferred:
+        more accurate, and cheap when m < d).
+    rcond, atol : relative (default) or absolute tolerance on the eigenvalues of ``B``; ``rcond``
+        is also the relative threshold below which an eigenvalue of the reduced problem is 0.
+    order : "descending" (largest λ first, the paper's definition) or "ascending" (the
+        authors' released code). Ascending is the exact reverse of the full descending order.
+    only_nonzero : compute only the columns with λ > 0 (descending order only).
+    """
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    if (A is None) == (A_factor is None):
+        raise ValueError("pass exactly one of A or A_factor")
+    if rcond is not None and not (0 < rcond < 1):
+        raise ValueError(f"rcond must lie in (0, 1), got {rcond}")
+    if atol is not None and not atol >= 0:
+        raise ValueError(f"atol must be >= 0, got {atol}")
+    B = check_symmetric_psd_shape(as_float64(B, name_B, device), name_B)
+    d = B.shape[0]
+    if A_factor is not None:
+        F = as_float64(A_factor, name_A, B.device)
+        if F.ndim == 1:
+            F = F[:, None]
+        if F.ndim != 2 or F.shape[0] != d:
+            raise ValueError(f"{name_A} must have shape ({d}, m) to match {name_B} ({d}, {d}), "
+                             f"got {tuple(F.shape)}")
+    else:
+        A = check_symmetric_psd_shape(as_float64(A, name_A, B.device), name_A)
+        if A.shape != B.shape:
+            raise ValueError(f"{name_A} {tuple(A.shape)} and {name_B} {tuple(B.shape)} must have the same shape")
+
+    wh = whiten(B, rcond=rcond, atol=atol)
+    W, r = wh.W, wh.rank
+    rel = rcond if rcond is not None else DEFAULT_RCOND
+    if A_factor is not None and F.shape[1] < r:
+        P, s, _ = torch.linalg.svd(W.T @ F, full_matrices=False)  # (r, m), (m,)
+        lam = s**2
+        c = int((lam > rel * lam[0]).sum()) if lam[0] > 0 else 0
+        Yc, lam_c = P[:, :c], lam[:c]
+        if only_nonzero and order == "descending":
+            return GeneralizedEig(lam_c, W @ Yc, Yc, wh, c, order)
+        Qc, _ = torch.linalg.qr(Yc, mode="complete") if c > 0 else (torch.eye(r, dtype=W.dtype,
+                                                                               device=W.device), None)
+        N = Qc[:, c:]
+    else:
+        G = W.T @ F if A_factor is not None else None
+        K = G @ G.T if G is not None else W.T @ A @ W
+        lam, Y = torch.linalg.eigh((K + K.T) / 2)
+        lam, Y = lam.flip(0), Y.flip(1)
+        c = int((lam > rel * lam[0]).sum()) if lam[0] > 0 else 0
+        Yc, lam_c, N = Y[:, :c], lam[:c], Y[:, c:]
+        if only_nonzero and order == "descending":
+            return GeneralizedEig(lam_c, W @ Yc, Yc, wh, c, order)
+    Y = torch.cat([Yc, _order_null_block(N, W)], dim=1)
+    values = torch.cat([lam_c, torch.zeros(r - c, dtype=lam_c.dtype, device=lam_c.device)])
+    if order == "ascending":
+        Y, values = Y.flip(1), values.flip(0)
+    return GeneralizedEig(values, W @ Y, Y, wh, c, order)

@@ -1,0 +1,222 @@
+"""The Next Token Perception Score for every fraction in one pass (SPEC §2, §2.0, §2.2).
+
+Conventions (documented in the README):
+
+* Perception subspace ``U`` solves ``(M Mᵀ) u = λ Σ u``; autoregressive ``V`` solves
+  ``(C1 C1ᵀ) v = λ C0 v``. Both are computed on the range of the right-hand matrix.
+* ``k_U = floor(f · r_U)``, ``k_V = floor(f · r_V)`` (or an absolute k, clamped to the ranks).
+* **Label-rank clamp (SPEC §2.0).** In the default descending order only the first
+  ``label_rank`` columns of U carry label information (λ > 0); any basis of the rest is as
+  valid as another, so ``k_U`` is clamped to ``label_rank`` and NTPS_f measures how much of the
+  label subspace lies in the top-``k_V`` autoregressive subspace. In ascending order (the
+  authors' released code) U is not clamped; its null block follows the variance convention of
+  :mod:`ntps.linalg`. ``k_U_nominal`` keeps the unclamped value.
+* ``NTPS = ‖P_V U_k‖²_F / ‖U_k‖²_F`` in raw coordinates (U columns Σ-orthonormal, as the
+  reference), with chance level ``k_V / d``. ``k_U = 0`` or ``k_V = 0`` gives NaN.
+* Nested subspaces: one QR of the ordered V and one product ``Qᵀ U`` serve every k through
+  2-D prefix sums; no projector or pseudo-inverse is formed per fraction.
+* The whitened variant (SPEC §2.2) uses the top-``label_rank`` perception directions in
+  Σ-whitened coordinates and the bound ``λ_r r (1 − NTPS̃) ≤ Δ(V) ≤ λ_1 r (1 − NTPS̃)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .linalg import DEFAULT_RCOND, GeneralizedEig, as_float64, check_symmetric_psd_shape, generalized_eigh
+
+DEFAULT_FRACTIONS = tuple(round(0.05 * i, 2) for i in range(1, 20))
+VARIANTS = ("raw", "whitened")
+
+
+@dataclass
+class LayerSolution:
+    """Both subspaces of one layer."""
+
+    U: GeneralizedEig  # perception
+    V: GeneralizedEig  # autoregressive
+    d: int
+
+    @property
+    def label_rank(self) -> int:
+        return self.U.n_nonzero
+
+
+def validate_stats(XX, XY, C0, C1, device=None):
+    """Convert the sums of SPEC §1 to float64 tensors and check shapes, symmetry, finiteness.
+
+    Shapes: XX (d, d), XY (d, C) with C >= 2, C0 (d, d), C1 (d, d).
+    """
+    XX = check_symmetric_psd_shape(as_float64(XX, "XX (Σ)", device), "XX (Σ)")
+    d = XX.shape[0]
+    XY = as_float64(XY, "XY (M)", XX.device)
+    if XY.ndim != 2 or XY.shape[0] != d:
+        raise ValueError(f"XY (M) must have shape ({d}, C) to match XX ({d}, {d}), got {tuple(XY.shape)}")
+    if XY.shape[1] < 2:
+        raise ValueError(f"XY (M) has C = {XY.shape[1]} label column(s): NTPS needs at least 2 classes")
+    C0 = check_symmetric_psd_shape(as_float64(C0, "C0", XX.device), "C0")
+    C1 = as_float64(C1, "C1", XX.device)
+    for name, mat in (("C0", C0), ("C1", C1)):
+        if tuple(mat.shape) != (d, d):
+            raise ValueError(f"{name} must have shape ({d}, {d}) like XX, got {tuple(mat.shape)}")
+    return XX, XY, C0, C1
+
+
+def solve_layer(XX, XY, C0, C1, *, rcond: float = DEFAULT_RCOND, atol: float | None = None,
+                order: str = "descending", device=None) -> LayerSolution:
+    """Solve the perception and autoregressive problems of one layer (SPEC §2).
+
+    Sums may be raw or divided by N: eigenvectors and NTPS do not depend on that factor.
+    """
+    XX, XY, C0, C1 = validate_stats(XX, XY, C0, C1, device)
+    U = generalized_eigh(XX, A_factor=XY, rcond=rcond, atol=atol, order=order,
+                         only_nonzero=order == "descending", name_A="XY (M)", name_B="XX (Σ)")
+    V = generalized_eigh(C0, A_factor=C1, rcond=rcond, atol=atol, order=order, name_A="C1", name_B="C0")
+    return LayerSolution(U=U, V=V, d=XX.shape[0])
+
+
+def ks_for(fractions, ks, r_U: int, r_V: int, label_rank: int, order: str):
+    """(k_U_nominal, k_U, k_V) integer arrays for fractions of the ranks or absolute ks."""
+    if (fractions is None) == (ks is None):
+        raise ValueError("pass exactly one of fractions or ks")
+    if fractions is not None:
+        f = np.asarray(fractions, dtype=float)
+        if f.ndim != 1 or f.size == 0 or np.any((f <= 0) | (f > 1)):
+            raise ValueError(f"fractions must be a non-empty list in (0, 1], got {fractions}")
+        kU_nom = np.floor(f * r_U + 1e-9).astype(int)
+        kV = np.floor(f * r_V + 1e-9).astype(int)
+    else:
+        k = np.asarray(ks, dtype=int)
+        if k.ndim != 1 or k.size == 0 or np.any(k < 1):
+            raise ValueError(f"k values must be positive integers, got {ks}")
+        kU_nom, kV = np.minimum(k, r_U), np.minimum(k, r_V)
+    kU = np.minimum(kU_nom, label_rank) if order == "descending" else kU_nom
+    return kU_nom, kU, kV
+
+
+def _nested_orthonormal(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Q with span(Q[:, :k]) = span(X[:, :k]) for every k, and |diag R| to detect dependence."""
+    Q, R = torch.linalg.qr(X, mode="reduced")
+    return Q, R.diagonal().abs()
+
+
+def _prefix_sums(P: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """S[i] = sum of P[:rows[i], :cols[i]] for every i, from 2-D cumulative sums (O(size of P))."""
+    S = P.cumsum(0).cumsum(1)
+    S = torch.nn.functional.pad(S, (1, 0, 1, 0))
+    return S[torch.as_tensor(rows), torch.as_tensor(cols)].cpu().numpy()
+
+
+def ntps_sweep(sol: LayerSolution, *, fractions=DEFAULT_FRACTIONS, ks=None) -> dict[str, np.ndarray]:
+    """Raw-coordinate NTPS for every fraction (or absolute k) of one layer.
+
+    Returns a dict of equal-length arrays: fraction (NaN for absolute k), k, k_U_nominal, k_U,
+    k_V, r_U, r_V, label_rank, ntps, chance (= k_V/d), unique (both subspaces uniquely defined).
+    """
+    U, V = sol.U, sol.V
+    if ks is not None:
+        fractions = None
+    kU_nom, kU, kV = ks_for(fractions, ks, U.rank, V.rank, sol.label_rank, U.order)
+    Ucols = U.vectors[:, : int(kU.max(initial=0))]
+    Q, _ = _nested_orthonormal(V.vectors[:, : int(kV.max(initial=0))])
+    T2 = (Q.T @ Ucols) ** 2  # (kV_max, kU_max)
+    num = _prefix_sums(T2, kV, kU)
+    den = np.concatenate([[0.0], (Ucols**2).sum(0).cumsum(0).cpu().numpy()])[kU]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score = np.where((kU > 0) & (kV > 0), num / den, np.nan)
+    n = len(kV)
+    return {
+        "fraction": np.asarray(fractions, dtype=float) if fractions is not None else np.full(n, np.nan),
+        "k": np.full(n, -1) if ks is None else np.asarray(ks, dtype=int),
+        "k_U_nominal": kU_nom, "k_U": kU, "k_V": kV,
+        "r_U": np.full(n, U.rank), "r_V": np.full(n, V.rank),
+        "label_rank": np.full(n, sol.label_rank),
+        "ntps": np.clip(score, 0.0, 1.0), "chance": kV / sol.d,
+        "unique": U.unique_prefix(kU) & V.unique_prefix(kV),
+    }
+
+
+def whitened_sweep(sol: LayerSolution, *, n_texts: float = 1.0, fractions=DEFAULT_FRACTIONS,
+                   ks=None) -> dict[str, np.ndarray]:
+    """Whitened NTPS̃ with the excess-loss bound of SPEC §2.2 for every k_V.
+
+    U is the top-``label_rank`` perception directions (orthonormal in whitened coordinates),
+    V_k is mapped to whitened coordinates as ``Σ^{1/2} V_k`` (up to a rotation shared with U).
+    ``excess``/``lower``/``upper`` are per text when ``n_texts`` = N is given (sums → means).
+    Returns the keys of :func:`ntps_sweep` plus excess, lower, upper.
+    """
+    U, V = sol.U, sol.V
+    if U.order != "descending":
+        raise ValueError("the whitened variant is defined on the top perception directions: use order='descending'")
+    if ks is not None:
+        fractions = None
+    c = sol.label_rank
+    _, _, kV = ks_for(fractions, ks, U.rank, V.rank, c, "descending")
+    kU = np.full_like(kV, c)
+    Ut = U.Y[:, :c]  # (r_U, c), orthonormal
+    lam = U.values[:c] / n_texts
+    SV = U.whitener.WtB @ V.vectors[:, : int(kV.max(initial=0))]  # (r_U, kV_max)
+    Q, rdiag = _nested_orthonormal(SV)
+    # prefixes that contain a (numerically) dependent column are not nested-orthonormalisable
+    dependent = (rdiag <= 1e-10 * rdiag.max()).cpu().numpy()
+    first_dep = int(np.argmax(dependent)) if dependent.any() else len(dependent)
+    T2 = (Q.T @ Ut) ** 2  # (kV_max, c)
+    captured = torch.nn.functional.pad(T2.cumsum(0), (0, 0, 1, 0))  # captured[k, i] = ‖P_k ũ_i‖²
+    cap = captured[torch.as_tensor(kV)].cpu().numpy()  # (n, c)
+    lam_np = lam.cpu().numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score = np.where((kV > 0) & (c > 0), cap.sum(1) / max(c, 1), np.nan)
+    miss = c * (1.0 - score)
+    excess = ((1.0 - cap) * lam_np).sum(1)
+    lower = lam_np[-1] * miss if c else np.full(len(kV), np.nan)
+    upper = lam_np[0] * miss if c else np.full(len(kV), np.nan)
+    invalid = kV > first_dep
+    for arr in (score, excess, lower, upper):
+        arr[invalid] = np.nan
+    n = len(kV)
+    return {
+        "fraction": np.asarray(fractions, dtype=float) if fractions is not None else np.full(n, np.nan),
+        "k": np.full(n, -1) if ks is None else np.asarray(ks, dtype=int),
+        "k_U_nominal": kU, "k_U": kU, "k_V": kV,
+        "r_U": np.full(n, U.rank), "r_V": np.full(n, V.rank), "label_rank": np.full(n, c),
+        "ntps": np.clip(score, 0.0, 1.0), "chance": kV / sol.d,
+        "unique": U.unique_prefix(kU) & V.unique_prefix(kV),
+        "excess": excess, "lower": lower, "upper": upper,
+    }
+
+
+def excess_loss_bound(Sigma, M, V, *, rcond: float = DEFAULT_RCOND) -> tuple[float, float, float]:
+    """(lower, excess, upper) of SPEC §2.2 for an encoder ``V`` (d, k).
+
+    ``excess`` Δ(V) is computed directly from least squares, independently of the eigenvectors:
+    ``Δ = tr(Mᵀ Σ⁺ M) − tr(Mᵀ V (Vᵀ Σ V)⁺ Vᵀ M)`` — the increase of the optimal squared loss
+    of a linear read-out of y when x is first encoded by ``Vᵀ x``. With ``Sigma = XX/N`` and
+    ``M = XY/N`` it is a per-sample loss. The bounds use the top-``r`` eigenvalues of
+    ``K = Σ^{-1/2} M Mᵀ Σ^{-1/2}`` (``r`` = label rank) and the whitened NTPS̃ of V.
+    Σ must be positive definite (up to ``rcond``).
+    """
+    Sigma = check_symmetric_psd_shape(as_float64(Sigma, "Sigma"), "Sigma")
+    M = as_float64(M, "M", Sigma.device)
+    V = as_float64(V, "V", Sigma.device)
+    if V.ndim == 1:
+        V = V[:, None]
+    d = Sigma.shape[0]
+    if M.shape[0] != d or V.shape[0] != d:
+        raise ValueError(f"M {tuple(M.shape)} and V {tuple(V.shape)} must have {d} rows like Sigma")
+    best = torch.trace(M.T @ torch.linalg.pinv(Sigma, hermitian=True, rtol=rcond) @ M)
+    VtSV = V.T @ Sigma @ V
+    got = torch.trace(M.T @ V @ torch.linalg.pinv(VtSV, hermitian=True, rtol=rcond) @ V.T @ M)
+    excess = float(best - got)
+    sol = generalized_eigh(Sigma, A_factor=M, rcond=rcond, only_nonzero=True)
+    c = sol.n_nonzero
+    if sol.rank < d:
+        raise ValueError(f"Sigma is singular (rank {sol.rank} < {d}); the bound of SPEC §2.2 needs it positive definite")
+    Qs, s, _ = torch.linalg.svd(sol.whitener.WtB @ V, full_matrices=False)
+    Q = Qs[:, s > 1e-10 * s[0]]  # orthonormal basis of span(Σ^{1/2} V), V may be rank-deficient
+    ntps_w = float(((Q.T @ sol.Y) ** 2).sum()) / c
+    lam = sol.values
+    miss = c * (1.0 - ntps_w)
+    return float(lam[-1]) * miss, excess, float(lam[0]) * miss

@@ -1,0 +1,814 @@
+"""Classifier training over a causal LM: the paper's linear probe, LoRA and from-scratch runs (SPEC §3).
+
+One model, one loop, three modes:
+
+``SequenceClassifier`` = the LM's decoder without its LM head -> mean pooling of the last hidden
+state over the attention mask (or the last real token) -> dropout 0.05 -> ``Linear(d, C)``.
+
+==========  ==========================================  =============================================
+mode        trained                                     paper defaults (every one a flag)
+==========  ==========================================  =============================================
+linear      the head only (frozen LM, bf16 on CUDA)     AdamW lr 1e-4, batch 64, 50 epochs
+lora        PEFT LoRA on q/k/v (r 32, α 32, dropout     Adafactor lr 1e-4 (relative_step=False,
+            0.05, all blocks) + the head                scale_parameter=False, warmup_init=False,
+                                                        clip 1.0, decay −0.8, wd 1e-5), cosine with
+                                                        5 % warm-up, 5000 steps
+scratch     every weight of a randomly initialised      as lora, 10000 steps
+            model of the same config, + the head
+==========  ==========================================  =============================================
+
+Settings the paper does not state, and our choice: batch 64 for lora/scratch too; the cosine schedule
+with 5 % warm-up also for the linear probe (``--lr_scheduler constant`` for none); AdamW weight decay
+0 (transformers' Trainer default); no gradient-norm clipping (Adafactor clips its update RMS itself);
+final-step test accuracy (no selection on the test split). The linear mode computes the pooled
+features of the frozen model once (the LM runs in eval mode and the dropout acts after pooling, so
+this is the same optimisation problem as a forward pass per step, only 50x cheaper).
+
+Outputs in ``--output_dir`` (default ``outputs/{model}/{dataset}/{mode}/``): ``log.jsonl`` (train loss
+and lr every ``--logging_steps``, test metrics every ``--eval_steps``), ``results.json``
+(test_accuracy, balanced_accuracy, test_loss, steps, wall_time_s, config, environment, ...),
+``head.safetensors`` (+ ``adapter/`` for lora, ``model/`` for scratch), and resumable checkpoints
+``checkpoints/step-NNNNNNN/`` (trainable weights in safetensors; optimizer, scheduler and RNG state
+via ``torch.save`` of tensors and plain values, read back with ``weights_only=True``; step and run
+settings in JSON). ``--resume_from_checkpoint latest`` (or a path) continues a run and ends with the
+same weights as an uninterrupted one: the batch order is a function of (seed, epoch), and the RNG
+state (dropout) is restored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .cli import DEFAULT_DATASET, DEFAULT_MODEL, DEFAULT_OUTPUT_DIR
+from .io import atomic_path, environment_info, read_json, slugify, write_json
+
+__all__ = ["MODES", "DEFAULTS", "SequenceClassifier", "add_training_args", "default_output_dir", "decoder_of",
+           "pool_hidden", "build_optimizer", "build_scheduler", "evaluate", "train", "trainable_state",
+           "find_checkpoint", "CHECKPOINT_DIR"]
+
+MODES = ("linear", "lora", "scratch")
+CHECKPOINT_DIR = "checkpoints"
+
+#: Per-mode defaults (SPEC §3); ``None`` weight decay resolves per optimizer (Adafactor 1e-5, AdamW 0).
+DEFAULTS = {
+    "linear": {"optimizer": "adamw", "lr": 1e-4, "batch_size": 64, "epochs": 50, "max_steps": -1,
+               "dtype": "auto", "eval_steps": 0, "save_steps": 0},
+    "lora": {"optimizer": "adafactor", "lr": 1e-4, "batch_size": 64, "epochs": 1, "max_steps": 5000,
+             "dtype": "auto", "eval_steps": 500, "save_steps": 500},
+    "scratch": {"optimizer": "adafactor", "lr": 1e-4, "batch_size": 64, "epochs": 1, "max_steps": 10000,
+                "dtype": "float32", "eval_steps": 1000, "save_steps": 1000},
+}
+ADAFACTOR_WEIGHT_DECAY = 1e-5
+
+#: Arguments that may change between an interrupted run and its resumption.
+_RESUME_FREE = {"resume_from_checkpoint", "stop_after_steps", "eval_steps", "save_steps", "save_total_limit",
+                "logging_steps", "report_to", "wandb_project", "run_name", "output_dir", "output_root",
+                "overwrite", "device", "eval_batch_size", "num_threads"}
+
+
+def _log(msg: str) -> None:
+    print(f"[train] {msg}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Arguments
+# ----------------------------------------------------------------------------------------------
+
+
+def add_training_args(p: argparse.ArgumentParser, mode: str) -> argparse.ArgumentParser:
+    """Add every flag of a training script (defaults of ``mode``) to ``p``."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    d = DEFAULTS[mode]
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=DEFAULT_MODEL,
+                   help="offline key (smollm2-135m, gemma3-270m, qwen2.5-coder-0.5b), hub id, local dir "
+                        "or .gguf")
+    g.add_argument("--revision", default=None, help="hub revision of the model")
+    g.add_argument("--tokenizer_name", default=None, help="load the tokenizer from here instead")
+    g.add_argument("--trust_remote_code", action="store_true", help="allow model code from the hub (OpenELM)")
+    g.add_argument("--dtype", default=d["dtype"], choices=["auto", "float32", "bfloat16", "float16"],
+                   help="weights of the LM (auto: bfloat16 on CUDA where supported, float32 on CPU)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    g.add_argument("--pooling", choices=["mean", "last"], default="mean",
+                   help="mean over the attention mask (the paper) or the last real token")
+    g.add_argument("--head_dropout", type=float, default=0.05, help="dropout on the pooled representation")
+    g.add_argument("--gradient_checkpointing", action="store_true",
+                   help="trade compute for activation memory")
+    if mode == "lora":
+        g = p.add_argument_group("LoRA")
+        g.add_argument("--lora_r", type=int, default=32)
+        g.add_argument("--lora_alpha", type=float, default=32)
+        g.add_argument("--lora_dropout", type=float, default=0.05)
+        g.add_argument("--lora_target_modules", default="auto",
+                       help="comma-separated module names; auto = the attention q/k/v projections "
+                            "(ntps.models.lora_target_modules: q_proj,k_proj,v_proj; qkv_proj for OpenELM)")
+        g.add_argument("--start_layer", type=int, default=0,
+                       help="adapt only decoder blocks with module index >= K (0-based, as in "
+                            "model.layers.K; block K produces hidden state K+1); 0 = all blocks (the paper)")
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=DEFAULT_DATASET,
+                   help="offline key, paper dataset, hub id, or a local .csv/.tsv/.jsonl/.parquet file")
+    g.add_argument("--dataset_revision", default=None, help="hub revision of the dataset")
+    g.add_argument("--text_column", default=None)
+    g.add_argument("--label_column", default=None)
+    g.add_argument("--test_file", default=None, help="separate test file for a local dataset")
+    g.add_argument("--max_samples", type=int, default=None, help="seeded class-stratified cap on train texts")
+    g.add_argument("--max_eval_samples", type=int, default=None, help="cap on test texts")
+    g.add_argument("--data_seed", type=int, default=42, help="seed of the max_samples subsets (as cache.py)")
+    g.add_argument("--max_length", type=int, default=512, help="truncate texts to this many tokens")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--optimizer", choices=["adamw", "adafactor"], default=d["optimizer"])
+    g.add_argument("--lr", type=float, default=d["lr"], help="peak learning rate")
+    g.add_argument("--weight_decay", type=float, default=None,
+                   help=f"default: {ADAFACTOR_WEIGHT_DECAY:g} with Adafactor (paper), 0 with AdamW")
+    g.add_argument("--adam_betas", default="0.9,0.999")
+    g.add_argument("--adam_eps", type=float, default=1e-8)
+    g.add_argument("--adafactor_clip_threshold", type=float, default=1.0)
+    g.add_argument("--adafactor_decay_rate", type=float, default=-0.8)
+    g.add_argument("--lr_scheduler", choices=["cosine", "linear", "constant"], default="cosine")
+    g.add_argument("--warmup_ratio", type=float, default=0.05, help="fraction of the steps spent warming up")
+    g.add_argument("--max_grad_norm", type=float, default=0.0, help="gradient-norm clipping; 0 = off")
+    g.add_argument("--batch_size", type=int, default=d["batch_size"], help="texts per optimisation step")
+    g.add_argument("--gradient_accumulation_steps", type=int, default=1,
+                   help="split each step's batch into this many micro-batches (same result, less memory)")
+    g.add_argument("--epochs", type=float, default=d["epochs"], help="used when --max_steps <= 0")
+    g.add_argument("--max_steps", type=int, default=d["max_steps"],
+                   help="optimisation steps; <= 0: use --epochs")
+    g.add_argument("--seed", type=int, default=42, help="head/LoRA/model init, dropout and batch order")
+    g.add_argument("--bf16", choices=["auto", "true", "false"], default="auto",
+                   help="bfloat16 autocast; auto = on for CUDA devices that support bfloat16")
+    g = p.add_argument_group("evaluation, logging, checkpoints")
+    g.add_argument("--eval_steps", type=int, default=d["eval_steps"],
+                   help="evaluate on the test split every N steps (0 = only at the end)")
+    g.add_argument("--eval_batch_size", type=int, default=64)
+    g.add_argument("--logging_steps", type=int, default=10)
+    g.add_argument("--save_steps", type=int, default=d["save_steps"],
+                   help="write a resumable checkpoint every N steps (0 = only at the end)")
+    g.add_argument("--save_total_limit", type=int, default=2, help="checkpoints kept (the most recent)")
+    g.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint directory, or 'latest'")
+    g.add_argument("--stop_after_steps", type=int, default=None,
+                   help="stop after this global step with a resumable checkpoint (time-sliced / "
+                        "preemptible jobs)")
+    g.add_argument("--report_to", choices=["none", "wandb"], default="none")
+    g.add_argument("--wandb_project", default="ntps")
+    g.add_argument("--run_name", default=None)
+    g.add_argument("--num_threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    g.add_argument("--output_root", default=DEFAULT_OUTPUT_DIR, help="root of the default --output_dir")
+    g.add_argument("--output_dir", default=None,
+                   help=f"default: {{output_root}}/{{model}}/{{dataset}}/{mode}")
+    g.add_argument("--overwrite", action="store_true", help="discard previous results and checkpoints")
+    return p
+
+
+def default_output_dir(model: str, dataset: str, mode: str, root: str = DEFAULT_OUTPUT_DIR) -> Path:
+    """``{root}/{slug(model)}/{slug(dataset)}/{mode}`` (mode = linear | lora | scratch)."""
+    return Path(root) / slugify(model) / slugify(dataset) / mode
+
+
+# ----------------------------------------------------------------------------------------------
+# The classifier
+# ----------------------------------------------------------------------------------------------
+
+
+def decoder_of(model: nn.Module) -> nn.Module:
+    """The decoder without its LM head (``model.model`` for Llama/Qwen, ``transformer`` for GPT-2/OpenELM)."""
+    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    return base if isinstance(base, nn.Module) else model
+
+
+def pool_hidden(hidden: torch.Tensor, mask: torch.Tensor, pooling: str = "mean") -> torch.Tensor:
+    """(B, T, d) hidden states, (B, T) mask -> (B, d) float32: mean over real tokens, or the last real one
+    (found from the mask, so either padding side works)."""
+    m = mask.to(hidden.device)
+    if pooling == "mean":
+        mf = m.to(torch.float32).unsqueeze(-1)
+        return (hidden.float() * mf).sum(1) / mf.sum(1).clamp_min(1.0)
+    if pooling == "last":
+        T = m.shape[1]
+        last = T - 1 - m.flip(1).to(torch.long).argmax(1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()
+    raise ValueError(f"pooling must be 'mean' or 'last', got {pooling!r}")
+
+
+class SequenceClassifier(nn.Module):
+    """Decoder (no LM head) -> pooled last hidden state -> dropout -> ``Linear(d, C)``.
+
+    ``forward(input_ids, attention_mask)`` returns (B, C) float32 logits; ``forward(features=...)``
+    applies only dropout and head to precomputed pooled features (B, d).
+    """
+
+    def __init__(self, backbone: nn.Module, hidden_size: int, num_classes: int, *, pooling: str = "mean",
+                 dropout: float = 0.05):
+        super().__init__()
+        if pooling not in ("mean", "last"):
+            raise ValueError(f"pooling must be 'mean' or 'last', got {pooling!r}")
+        self.backbone = backbone
+        self.pooling = pooling
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden_size, num_classes)
+
+    def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        return pool_hidden(hidden, attention_mask, self.pooling)
+
+    def forward(self, input_ids=None, attention_mask=None, *, features=None) -> torch.Tensor:
+        if features is None:
+            features = self.pool(input_ids, attention_mask)
+        return self.head(self.dropout(features.float()))
+
+
+def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Detached CPU copies of the parameters with ``requires_grad`` (names as in ``named_parameters``)."""
+    return {n: p.detach().to("cpu").clone().contiguous()
+            for n, p in module.named_parameters() if p.requires_grad}
+
+
+# ----------------------------------------------------------------------------------------------
+# Optimiser, schedule, precision
+# ----------------------------------------------------------------------------------------------
+
+
+def build_optimizer(params, name: str, lr: float, weight_decay: float | None = None, *,
+                    betas=(0.9, 0.999), eps: float = 1e-8, clip_threshold: float = 1.0,
+                    decay_rate: float = -0.8) -> torch.optim.Optimizer:
+    """AdamW, or the paper's Adafactor with an external learning rate (relative_step=False,
+    scale_parameter=False, warmup_init=False)."""
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise ValueError("no trainable parameters")
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=eps,
+                                 weight_decay=0.0 if weight_decay is None else weight_decay)
+    if name == "adafactor":
+        from transformers.optimization import Adafactor
+
+        return Adafactor(params, lr=lr, relative_step=False, scale_parameter=False, warmup_init=False,
+                         clip_threshold=clip_threshold, decay_rate=decay_rate,
+                         weight_decay=ADAFACTOR_WEIGHT_DECAY if weight_decay is None else weight_decay)
+    raise ValueError(f"optimizer must be 'adamw' or 'adafactor', got {name!r}")
+
+
+def build_scheduler(optimizer, name: str, warmup_steps: int, total_steps: int):
+    """transformers' cosine / linear / constant schedule with linear warm-up."""
+    from transformers import (
+        get_constant_schedule_with_warmup,
+        get_cosine_schedule_with_warmup,
+        get_linear_schedule_with_warmup,
+    )
+
+    if name == "cosine":
+        return get_cosine_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+    if name == "linear":
+        return get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+    if name == "constant":
+        return get_constant_schedule_with_warmup(optimizer, warmup_steps)
+    raise ValueError(f"unknown lr_scheduler {name!r}")
+
+
+def bf16_enabled(choice: str, device: torch.device) -> bool:
+    """``auto``: on for CUDA devices with bfloat16; ``true`` elsewhere is an error."""
+    supported = device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if choice == "true" and not supported:
+        raise ValueError(f"--bf16 true: bfloat16 autocast needs a CUDA device with bf16 support "
+                         f"(device {device})")
+    return supported and choice != "false"
+
+
+def _autocast(enabled: bool, device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------
+
+
+def tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
+    ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    empty = [i for i, x in enumerate(ids) if len(x) == 0]
+    if empty:
+        raise ValueError(f"{len(empty)} texts tokenize to zero tokens (first indices {empty[:5]})")
+    return ids
+
+
+def collate(ids: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token lists to (B, T) input ids and attention mask."""
+    T = max(len(x) for x in ids)
+    out = torch.full((len(ids), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), T), dtype=torch.long)
+    for i, x in enumerate(ids):
+        out[i, : len(x)] = torch.tensor(x, dtype=torch.long)
+        mask[i, : len(x)] = 1
+    return out.to(device), mask.to(device)
+
+
+def batch_indices(n: int, batch_size: int, step: int, seed: int) -> np.ndarray:
+    """Texts of global step ``step`` (0-based): a fresh seeded permutation every epoch, batches in
+    order, the last one of an epoch possibly smaller. A pure function of (n, batch_size, step, seed),
+    so a resumed run draws the same batches."""
+    per_epoch = math.ceil(n / batch_size)
+    epoch, pos = divmod(step, per_epoch)
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=g).numpy()
+    return perm[pos * batch_size: (pos + 1) * batch_size]
+
+
+class _Inputs:
+    """Train or test inputs: token ids (forward through the LM) or precomputed pooled features."""
+
+    def __init__(self, ids=None, features=None, labels=None, pad_id=0):
+        self.ids, self.features, self.pad_id = ids, features, pad_id
+        self.labels = torch.as_tensor(labels, dtype=torch.long)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def logits(self, clf: SequenceClassifier, idx, device) -> torch.Tensor:
+        if self.features is not None:
+            return clf(features=self.features[torch.as_tensor(idx)].to(device))
+        input_ids, mask = collate([self.ids[i] for i in idx], self.pad_id, device)
+        return clf(input_ids, mask)
+
+
+@torch.no_grad()
+def _pooled_features(clf: SequenceClassifier, ids, pad_id, device, batch_size, amp) -> torch.Tensor:
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    out = torch.empty(len(ids), clf.head.in_features)
+    for s in range(0, len(ids), batch_size):
+        idx = order[s: s + batch_size]
+        input_ids, mask = collate([ids[i] for i in idx], pad_id, device)
+        with _autocast(amp, device):
+            out[torch.as_tensor(idx)] = clf.pool(input_ids, mask).float().cpu()
+    return out
+
+
+@torch.no_grad()
+def evaluate(clf: SequenceClassifier, inputs: _Inputs, device, batch_size: int, num_classes: int,
+             amp: bool = False) -> dict:
+    """Loss, accuracy and balanced accuracy (mean recall over the classes present) on ``inputs``."""
+    was_training = clf.training
+    clf.eval()
+    n = len(inputs)
+    lengths = [len(x) for x in inputs.ids] if inputs.ids is not None else [0] * n
+    order = np.argsort(lengths, kind="stable")
+    preds = np.empty(n, dtype=np.int64)
+    loss_sum = 0.0
+    for s in range(0, n, batch_size):
+        idx = order[s: s + batch_size]
+        with _autocast(amp, device):
+            logits = inputs.logits(clf, idx, device).float()
+        y = inputs.labels[torch.as_tensor(idx)].to(logits.device)
+        loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+        preds[idx] = logits.argmax(1).cpu().numpy()
+    clf.train(was_training)
+    y = inputs.labels.numpy()
+    recalls = [float(np.mean(preds[y == k] == k)) for k in range(num_classes) if np.any(y == k)]
+    return {"loss": loss_sum / max(n, 1), "accuracy": float(np.mean(preds == y)) if n else float("nan"),
+            "balanced_accuracy": float(np.mean(recalls)) if recalls else float("nan"), "n": int(n)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------------------------
+
+
+def _rng_state() -> dict:
+    state = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["torch_cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch_cpu"])
+    if "torch_cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["torch_cuda"])
+
+
+def save_checkpoint(root: Path, clf, optimizer, scheduler, step: int, run_key: dict, extra: dict) -> Path:
+    """``root/step-NNNNNNN/``: trainable.safetensors, training_state.pt, trainer_state.json, written
+    into a hidden directory and renamed into place (a killed run never leaves half a checkpoint)."""
+    from safetensors.torch import save_file
+
+    final = root / f"step-{step:07d}"
+    tmp = root / f".step-{step:07d}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(trainable_state(clf), str(tmp / "trainable.safetensors"), metadata={"step": str(step)})
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(),
+                "step": step}, tmp / "training_state.pt")
+    (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "run_key": run_key, **extra}, indent=2,
+                                                       default=str) + "\n")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints under ``root``, oldest first."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.glob("step-*") if (p / "trainer_state.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def find_checkpoint(output_dir: Path, spec: str) -> Path:
+    """``latest`` -> the newest complete checkpoint of ``output_dir``; else the given directory."""
+    if spec == "latest":
+        found = list_checkpoints(output_dir / CHECKPOINT_DIR)
+        if not found:
+            raise FileNotFoundError(f"--resume_from_checkpoint latest: no checkpoint under "
+                                    f"{output_dir / CHECKPOINT_DIR}")
+        return found[-1]
+    path = Path(spec)
+    if not (path / "trainer_state.json").is_file():
+        raise FileNotFoundError(f"{spec} is not a checkpoint directory (no trainer_state.json)")
+    return path
+
+
+def load_checkpoint(path: Path, clf, optimizer, scheduler, run_key: dict) -> dict:
+    """Restore trainable weights, optimizer, scheduler and RNG; return trainer_state.json."""
+    from safetensors.torch import load_file
+
+    state = read_json(path / "trainer_state.json")
+    diff = {k: (state["run_key"].get(k), v) for k, v in run_key.items() if state["run_key"].get(k) != v}
+    if diff:
+        raise ValueError(f"checkpoint {path} was written with other settings: "
+                         + ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items()))
+    weights = load_file(str(path / "trainable.safetensors"))
+    params = dict(clf.named_parameters())
+    trainable = {n for n, p in params.items() if p.requires_grad}
+    if set(weights) != trainable:
+        raise ValueError(f"checkpoint {path} holds other trainable tensors than this model "
+                         f"(missing {sorted(trainable - set(weights))[:3]}, "
+                         f"extra {sorted(set(weights) - trainable)[:3]})")
+    with torch.no_grad():
+        for n, t in weights.items():
+            params[n].copy_(t)
+    blob = torch.load(path / "training_state.pt", weights_only=True, map_location="cpu")
+    optimizer.load_state_dict(blob["optimizer"])
+    scheduler.load_state_dict(blob["scheduler"])
+    _set_rng_state(blob["rng"])
+    return state
+
+
+# ----------------------------------------------------------------------------------------------
+# Logging
+# ----------------------------------------------------------------------------------------------
+
+
+class RunLog:
+    """``log.jsonl`` (one JSON object per line) and, with ``--report_to wandb``, wandb."""
+
+    def __init__(self, path: Path, report_to: str, config: dict, project: str, name: str | None,
+                 resume_step: int | None):
+        self.path = path
+        if resume_step is not None and path.is_file():  # drop entries a resumed run will write again
+            kept = [ln for ln in path.read_text().splitlines()
+                    if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
+            with atomic_path(path) as tmp:
+                tmp.write_text("".join(ln + "\n" for ln in kept))
+        elif resume_step is None:
+            path.unlink(missing_ok=True)
+        self.wandb = None
+        if report_to == "wandb":
+            try:
+                import wandb
+            except ImportError as e:
+                raise SystemExit("--report_to wandb needs the wandb package (pip install wandb); "
+                                 "use --report_to none to log to log.jsonl only") from e
+            self.wandb = wandb.init(project=project, name=name, config=config, resume="allow")
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.wandb is not None:
+            self.wandb.log({k: v for k, v in record.items() if k != "step"}, step=record.get("step"))
+
+    def close(self) -> None:
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+# ----------------------------------------------------------------------------------------------
+# Building the model of a mode
+# ----------------------------------------------------------------------------------------------
+
+
+def _load_lm(args, device):
+    from .models import load_model_and_tokenizer
+
+    return load_model_and_tokenizer(args.model, revision=args.revision, tokenizer_name=args.tokenizer_name,
+                                    trust_remote_code=args.trust_remote_code, dtype=args.dtype, device=device)
+
+
+def blocks_name(decoder: nn.Module, n_blocks: int) -> str:
+    """Name of the ``nn.ModuleList`` holding the ``n_blocks`` decoder blocks (``layers``, ``h`` ...),
+    PEFT's ``layers_pattern``."""
+    names = [n.rsplit(".", 1)[-1] for n, m in decoder.named_modules()
+             if isinstance(m, nn.ModuleList) and len(m) == n_blocks]
+    if not names:
+        raise ValueError(f"cannot find the list of {n_blocks} decoder blocks in {type(decoder).__name__}")
+    return names[0]
+
+
+def _lora_config(args, lm, decoder):
+    from peft import LoraConfig
+
+    from .models import lora_target_modules
+
+    targets = (lora_target_modules(lm) if args.lora_target_modules == "auto"
+               else [t.strip() for t in args.lora_target_modules.split(",") if t.strip()])
+    n_blocks = info_layers(lm)
+    if not 0 <= args.start_layer < n_blocks:
+        raise ValueError(f"--start_layer {args.start_layer}: this model has decoder blocks 0..{n_blocks - 1}")
+    layers = pattern = None
+    if args.start_layer > 0:
+        layers, pattern = list(range(args.start_layer, n_blocks)), blocks_name(decoder, n_blocks)
+    return LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                      target_modules=targets, layers_to_transform=layers, layers_pattern=pattern, bias="none")
+
+
+def info_layers(lm) -> int:
+    from .models import model_dims
+
+    return model_dims(lm.config)[0] - 1
+
+
+def build_classifier(args, mode: str, num_classes: int, device):
+    """(classifier, tokenizer, model info) with exactly the parameters of ``mode`` trainable."""
+    lm, tokenizer, info = _load_lm(args, device)
+    d = info["hidden_size"]
+    torch.manual_seed(args.seed)
+    if mode == "scratch":
+        from transformers import AutoModelForCausalLM
+
+        config = lm.config
+        del lm
+        lm = AutoModelForCausalLM.from_config(config, trust_remote_code=args.trust_remote_code,
+                                              dtype=torch.float32 if args.dtype == "auto" else
+                                              getattr(torch, args.dtype))
+        info = {**info, "initialisation": f"random (AutoModelForCausalLM.from_config, seed {args.seed})",
+                "dtype": str(next(lm.parameters()).dtype).removeprefix("torch.")}
+        lm.to(device)
+    backbone = decoder_of(lm)
+    if mode == "lora":
+        from peft import get_peft_model
+
+        lora_cfg = _lora_config(args, lm, backbone)
+        backbone = get_peft_model(backbone, lora_cfg)
+        info["lora"] = {"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout,
+                        "target_modules": sorted(lora_cfg.target_modules),
+                        "layers_to_transform": lora_cfg.layers_to_transform}
+    for n, p in backbone.named_parameters():
+        p.requires_grad_(mode == "scratch" or (mode == "lora" and "lora_" in n))
+    clf = SequenceClassifier(backbone, d, num_classes, pooling=args.pooling, dropout=args.head_dropout)
+    clf.to(device)
+    if args.gradient_checkpointing and mode != "linear":
+        base = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return clf, tokenizer, info
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------
+
+
+def _run_key(args, mode: str) -> dict:
+    return {"mode": mode, **{k: v for k, v in sorted(vars(args).items()) if k not in _RESUME_FREE}}
+
+
+def _load_data(args, prog: str):
+    from .data import load_split
+
+    kw = dict(seed=args.data_seed, text_column=args.text_column, label_column=args.label_column,
+              test_file=args.test_file, revision=args.dataset_revision)
+    try:
+        train = load_split(args.dataset, "train", max_samples=args.max_samples, **kw)
+        test = load_split(args.dataset, "test", max_samples=args.max_eval_samples, **kw)
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise SystemExit(f"{prog}: cannot load dataset {args.dataset!r}: {msg}") from e
+    if test.num_classes != train.num_classes:
+        raise SystemExit(f"{prog}: train has {train.num_classes} classes but test {test.num_classes}")
+    return train, test
+
+
+def _save_final(out: Path, clf: SequenceClassifier, mode: str, label_names, info: dict) -> list[str]:
+    from safetensors.torch import save_file
+
+    head = {k: v.detach().cpu().contiguous() for k, v in clf.head.state_dict().items()}
+    save_file(head, str(out / "head.safetensors"),
+              metadata={"pooling": clf.pooling, "num_classes": str(clf.head.out_features),
+                        "hidden_size": str(clf.head.in_features),
+                        "label_names": json.dumps(list(label_names)),
+                        "model": str(info.get("model"))})
+    files = ["head.safetensors"]
+    if mode == "lora":
+        shutil.rmtree(out / "adapter", ignore_errors=True)
+        clf.backbone.save_pretrained(str(out / "adapter"))
+        files.append("adapter/")
+    elif mode == "scratch":
+        shutil.rmtree(out / "model", ignore_errors=True)
+        clf.backbone.save_pretrained(str(out / "model"))
+        files.append("model/")
+    return files
+
+
+def train(args, mode: str, prog: str = "train") -> dict:
+    """Run one training job of ``mode`` with the parsed arguments of :func:`add_training_args`.
+
+    Returns the results dict (also written to ``results.json``); ``{"status": "stopped", ...}`` after
+    ``--stop_after_steps``, and the previous results when ``results.json`` is already up to date.
+    """
+    from .cli import resolve_device
+
+    t_start = time.perf_counter()
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    accum = args.gradient_accumulation_steps
+    if args.batch_size < 1 or accum < 1 or args.batch_size % accum:
+        raise SystemExit(f"{prog}: --batch_size must be a positive multiple of --gradient_accumulation_steps")
+    device = resolve_device(args.device)
+    amp = bf16_enabled(args.bf16, device)
+    train_split, test_split = _load_data(args, prog)
+    dataset_key = train_split.info.get("dataset", args.dataset)
+    out = (Path(args.output_dir) if args.output_dir
+           else default_output_dir(args.model, dataset_key, mode, args.output_root))
+    run_key = _run_key(args, mode)
+
+    ckpt_root = out / CHECKPOINT_DIR
+    results_path = out / "results.json"
+    if args.overwrite and out.exists():
+        for name in (CHECKPOINT_DIR, "adapter", "model"):
+            shutil.rmtree(out / name, ignore_errors=True)
+        for name in ("results.json", "log.jsonl", "head.safetensors"):
+            (out / name).unlink(missing_ok=True)
+    if results_path.is_file() and not args.resume_from_checkpoint:
+        previous = read_json(results_path)
+        if previous.get("run_key") == run_key:
+            _log(f"up to date: {results_path} (test accuracy {previous.get('test_accuracy')}); "
+                 "pass --overwrite to retrain")
+            return {**previous, "reused": True}
+        raise SystemExit(f"{prog}: {results_path} holds a run with other settings; pass --overwrite to "
+                         "replace it or --output_dir to keep both")
+    if list_checkpoints(ckpt_root) and not args.resume_from_checkpoint:
+        raise SystemExit(f"{prog}: {ckpt_root} holds checkpoints of an unfinished run; pass "
+                         "--resume_from_checkpoint latest to continue it or --overwrite to start again")
+    out.mkdir(parents=True, exist_ok=True)
+
+    clf, tokenizer, info = build_classifier(args, mode, train_split.num_classes, device)
+    pad_id = tokenizer.pad_token_id
+    t_tok = time.perf_counter()
+    train_ids = tokenize(tokenizer, train_split.texts, args.max_length)
+    test_ids = tokenize(tokenizer, test_split.texts, args.max_length)
+    if mode == "linear":  # frozen LM in eval mode: pool once, train the head on the features
+        clf.backbone.eval()
+        _log(f"computing pooled features of {len(train_ids)} + {len(test_ids)} texts (frozen model) ...")
+        feats = [_pooled_features(clf, ids, pad_id, device, args.eval_batch_size, amp)
+                 for ids in (train_ids, test_ids)]
+        train_in = _Inputs(features=feats[0], labels=train_split.labels)
+        test_in = _Inputs(features=feats[1], labels=test_split.labels)
+    else:
+        train_in = _Inputs(ids=train_ids, labels=train_split.labels, pad_id=pad_id)
+        test_in = _Inputs(ids=test_ids, labels=test_split.labels, pad_id=pad_id)
+    prep_s = time.perf_counter() - t_tok
+
+    n = len(train_in)
+    per_epoch = math.ceil(n / args.batch_size)
+    total = args.max_steps if args.max_steps > 0 else max(1, math.ceil(args.epochs * per_epoch))
+    warmup = int(args.warmup_ratio * total)
+    trainable = [p for p in clf.parameters() if p.requires_grad]
+    betas = tuple(float(b) for b in str(args.adam_betas).split(","))
+    optimizer = build_optimizer(trainable, args.optimizer, args.lr, args.weight_decay, betas=betas,
+                                eps=args.adam_eps, clip_threshold=args.adafactor_clip_threshold,
+                                decay_rate=args.adafactor_decay_rate)
+    scheduler = build_scheduler(optimizer, args.lr_scheduler, warmup, total)
+    n_trainable = sum(p.numel() for p in trainable)
+    n_total = sum(p.numel() for p in clf.parameters())
+
+    step, train_time = 0, 0.0
+    resumed_from = None
+    if args.resume_from_checkpoint:
+        path = find_checkpoint(out, args.resume_from_checkpoint)
+        state = load_checkpoint(path, clf, optimizer, scheduler, run_key)
+        step, train_time = int(state["step"]), float(state.get("train_time_s", 0.0))
+        resumed_from = str(path)
+        _log(f"resumed from {path} at step {step}")
+    else:
+        torch.manual_seed(args.seed)  # dropout stream starts from the seed, whatever the init consumed
+
+    config = {**vars(args), "mode": mode}
+    log = RunLog(out / "log.jsonl", args.report_to, config, args.wandb_project,
+                 args.run_name or f"{slugify(args.model)}-{slugify(dataset_key)}-{mode}",
+                 resume_step=step if resumed_from else None)
+    _log(f"{mode}: {info.get('model')} ({info.get('architecture')}, d={info['hidden_size']}, "
+         f"{info.get('dtype')}) on {device}{' with bf16 autocast' if amp else ''}; {dataset_key}: {n} train"
+         f" / "
+         f"{len(test_in)} test texts, {train_split.num_classes} classes; {n_trainable:,} of {n_total:,} "
+         f"parameters trained; {args.optimizer} lr {args.lr:g} {args.lr_scheduler} (warm-up {warmup}), "
+         f"batch {args.batch_size}, {total} steps ({total / per_epoch:.2f} epochs); output {out}")
+
+    micro = args.batch_size // args.gradient_accumulation_steps
+    stop_at = min(total, args.stop_after_steps) if args.stop_after_steps else total
+    clf.train()
+    if mode == "linear":
+        clf.backbone.eval()
+    last_eval = None
+    running, running_n = 0.0, 0
+    t_loop = time.perf_counter()
+    from tqdm.auto import tqdm
+
+    with tqdm(total=stop_at, initial=step, desc=f"{mode} [{dataset_key}]", unit="step", file=sys.stderr,
+              disable=None) as bar:
+        while step < stop_at:
+            idx = batch_indices(n, args.batch_size, step, args.seed)
+            optimizer.zero_grad(set_to_none=True)
+            loss_val = 0.0
+            for s in range(0, len(idx), micro):
+                part = idx[s: s + micro]
+                with _autocast(amp, device):
+                    logits = train_in.logits(clf, part, device).float()
+                y = train_in.labels[torch.as_tensor(part)].to(logits.device)
+                loss = nn.functional.cross_entropy(logits, y, reduction="sum") / len(idx)
+                loss.backward()
+                loss_val += loss.item()
+            if not math.isfinite(loss_val):
+                raise FloatingPointError(f"non-finite training loss at step {step + 1}; lower --lr or use "
+                                         "float32")
+            if args.max_grad_norm > 0:
+                nn.utils.clip_grad_norm_(trainable, args.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            running, running_n = running + loss_val, running_n + 1
+            bar.update(1)
+            if step % args.logging_steps == 0 or step == stop_at:
+                rec = {"step": step, "epoch": round(step / per_epoch, 4), "loss": running / running_n,
+                       "lr": scheduler.get_last_lr()[0],
+                       "elapsed_s": round(train_time + time.perf_counter() - t_loop, 2)}
+                log.write(rec)
+                bar.set_postfix(loss=f"{rec['loss']:.4f}")
+                if bar.disable:  # no progress bar (not a terminal): a plain line instead
+                    _log(f"step {step}/{total} loss {rec['loss']:.4f} lr {rec['lr']:.3g} "
+                         f"({rec['elapsed_s']:.0f}s)")
+                running, running_n = 0.0, 0
+            if args.eval_steps and step % args.eval_steps == 0 and step < total:
+                last_eval = evaluate(clf, test_in, device, args.eval_batch_size, train_split.num_classes, amp)
+                log.write({"step": step, **{f"eval_{k}": v for k, v in last_eval.items()}})
+                _log(f"step {step}: test accuracy {last_eval['accuracy']:.4f}, loss {last_eval['loss']:.4f}")
+            if step < total and ((args.save_steps and step % args.save_steps == 0) or step == stop_at):
+                save_checkpoint(ckpt_root, clf, optimizer, scheduler, step, run_key,
+                                {"train_time_s": train_time + time.perf_counter() - t_loop,
+                                 "epoch": step / per_epoch})
+                for old in list_checkpoints(ckpt_root)[:-max(1, args.save_total_limit)]:
+                    shutil.rmtree(old, ignore_errors=True)
+    train_time += time.perf_counter() - t_loop
+
+    if step < total:
+        log.close()
+        _log(f"stopped after step {step} of {total} (--stop_after_steps); continue with "
+             "--resume_from_checkpoint latest")
+        return {"status": "stopped", "steps": step, "total_steps": total, "output_dir": str(out)}
+
+    final = evaluate(clf, test_in, device, args.eval_batch_size, train_split.num_classes, amp)
+    log.write({"step": step, **{f"eval_{k}": v for k, v in final.items()}})
+    files = _save_final(out, clf, mode, train_split.label_names, info)
+    shutil.rmtree(ckpt_root, ignore_errors=True)  # finished: results and weights replace the checkpoints
+    results = {
+        "mode": mode, "model": args.model, "dataset": dataset_key, "output_dir": str(out),
+        "test_accuracy": final["accuracy"], "balanced_accuracy": final["balanced_accuracy"],
+        "test_loss": final["loss"], "n_train": n, "n_test": final["n"],
+        "num_classes": train_split.num_classes,
+        "label_names": train_split.label_names, "steps": step, "epochs": step / per_epoch,
+        "wall_time_s": round(time.perf_counter() - t_start, 2), "train_time_s": round(train_time, 2),
+        "prep_time_s": round(prep_s, 2), "resumed_from": resumed_from, "device": str(device),
+        "bf16_autocast": amp,
+        "trainable_parameters": n_trainable, "total_parameters": n_total, "files": files,
+        "config": config, "run_key": run_key, "model_info": info,
+        "dataset_info": {s: {k: v for k, v in d.info.items() if k != "row_indices"}
+                         for s, d in (("train", train_split), ("test", test_split))},
+        "environment": environment_info(),
+    }
+    write_json(results_path, results)
+    log.close()
+    _log(f"{mode} done: test accuracy {final['accuracy']:.4f} (balanced {final['balanced_accuracy']:.4f}, "
+         f"loss {final['loss']:.4f}) after {step} steps; train {train_time:.1f}s, total "
+         f"{results['wall_time_s']:.1f}s; wrote {results_path}")
+    return results

@@ -1,0 +1,213 @@
+"""NTPS before and after LoRA for one (model, dataset), with the linear-probe and LoRA accuracies (Fig. 3).
+
+Steps (each reuses its outputs when they are already up to date):
+
+1. linear probe           linear_training.py   -> outputs/{model}/{dataset}/linear/results.json
+2. LoRA fine-tuning       lora_finetuning.py   -> outputs/{model}/{dataset}/lora/{results.json,adapter/}
+3. statistics before      cache.py on the train split of the pretrained model
+4. statistics after       cache.py --lora_ckpt .../lora/adapter (adapter merged), into .../lora/stats_after/
+5. NTPS before and after  K_sweep.py on both (per layer × fraction; its CSV/JSON stay beside each artifact)
+
+and writes ``ntps_lora.csv`` / ``ntps_lora.json`` (one row: model, dataset, layer, fraction, ntps_before,
+ntps_after, chance, linear_acc, lora_acc, gain = lora_acc − linear_acc) and ``ntps_lora_sweep.csv``
+(every layer × fraction, before and after) into ``outputs/{model}/{dataset}/``.
+
+The reported cell is ``--ntps_layer`` / ``--ntps_fraction`` when given, else the cell with the largest
+margin of NTPS-before over chance (the same cell is read after LoRA). The paper instead picks the cell
+that maximises a correlation over 12 datasets (SPEC §3, §5): use the sweep file for that.
+
+Examples:
+    python ntps_lora.py                                        # smollm2-135m on vader-movies, paper budgets
+    python ntps_lora.py --lora_max_steps 300 --linear_max_steps 300 --batch_size 8 --max_length 64
+    python ntps_lora.py --model Qwen/Qwen2-0.5B --dataset sst2 --device cuda --ntps_layer 12 \
+        --ntps_fraction 0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shlex
+import sys
+from pathlib import Path
+
+from ntps.cli import DEFAULT_DATASET, DEFAULT_MODEL, DEFAULT_OUTPUT_DIR, HelpFormatter
+from ntps.io import atomic_path, environment_info, read_json, slugify, write_json
+
+ROW_COLUMNS = ["model", "dataset", "layer", "fraction", "ntps_before", "ntps_after", "chance", "linear_acc",
+               "lora_acc", "gain", "selection"]
+SWEEP_COLUMNS = ["layer", "fraction", "ntps_before", "ntps_after", "chance"]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--model", default=DEFAULT_MODEL, help="offline key, hub id, local dir or .gguf")
+    p.add_argument("--dataset", default=DEFAULT_DATASET,
+                   help="offline key, paper dataset, hub id or local file")
+    p.add_argument("--output_dir", default=DEFAULT_OUTPUT_DIR, help="root of every output")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--max_length", type=int, default=512, help="tokens per text, training and statistics")
+    g = p.add_argument_group("training (linear probe and LoRA)")
+    g.add_argument("--max_samples", type=int, default=None, help="cap on training texts")
+    g.add_argument("--max_eval_samples", type=int, default=None, help="cap on test texts")
+    g.add_argument("--batch_size", type=int, default=64)
+    g.add_argument("--linear_epochs", type=float, default=50, help="linear probe epochs (paper: 50)")
+    g.add_argument("--linear_max_steps", type=int, default=-1, help="linear probe steps (overrides epochs)")
+    g.add_argument("--lora_max_steps", type=int, default=5000, help="LoRA steps (paper: 5000)")
+    g.add_argument("--linear_args", default="", help="extra linear_training.py flags, e.g. '--lr 1e-3'")
+    g.add_argument("--lora_args", default="", help="extra lora_finetuning.py flags, e.g. '--start_layer 10'")
+    g = p.add_argument_group("statistics and NTPS")
+    g.add_argument("--stats_max_samples", type=int, default=2000,
+                   help="train texts for the statistics (cache.py's default); 0 = all")
+    g.add_argument("--stats_batch_size", type=int, default=32)
+    g.add_argument("--layers", default="all", help="hidden-state indices for the statistics and NTPS")
+    g.add_argument("--fractions", default=None, help="K_sweep fractions (default: K_sweep's 0.05..0.95)")
+    g.add_argument("--order", default="descending", choices=["descending", "ascending"])
+    g.add_argument("--ntps_layer", type=int, default=None, help="report this layer (negative: from the end)")
+    g.add_argument("--ntps_fraction", type=float, default=None, help="report this fraction")
+    g.add_argument("--overwrite", action="store_true", help="retrain and recompute everything")
+    return p.parse_args(argv)
+
+
+# ------------------------------------------------------------------------------------------------
+# The steps (thin wrappers over the scripts, so a test can replace any of them)
+# ------------------------------------------------------------------------------------------------
+
+
+def train_linear(args) -> dict:
+    import linear_training
+
+    argv = _common_train_argv(args) + ["--epochs", str(args.linear_epochs), "--max_steps",
+                                       str(args.linear_max_steps)] + shlex.split(args.linear_args)
+    return linear_training.main(linear_training.parse_args(argv))
+
+
+def train_lora(args) -> dict:
+    import lora_finetuning
+
+    argv = _common_train_argv(args) + ["--max_steps", str(args.lora_max_steps)] + shlex.split(args.lora_args)
+    return lora_finetuning.main(lora_finetuning.parse_args(argv))
+
+
+def _common_train_argv(args) -> list[str]:
+    argv = ["--model", args.model, "--dataset", args.dataset, "--device", args.device, "--dtype", args.dtype,
+            "--seed", str(args.seed), "--max_length", str(args.max_length),
+            "--batch_size", str(args.batch_size), "--output_root", str(args.output_dir)]
+    for flag in ("max_samples", "max_eval_samples"):
+        if getattr(args, flag) is not None:
+            argv += [f"--{flag}", str(getattr(args, flag))]
+    if args.overwrite:
+        argv.append("--overwrite")
+    return argv
+
+
+def compute_stats(args, output_dir: Path, lora_ckpt: Path | None, overwrite: bool) -> Path:
+    """cache.py on the train split (with ``lora_ckpt`` merged); returns the artifact directory."""
+    import cache
+
+    argv = ["--model", args.model, "--dataset", args.dataset, "--split", "train",
+            "--max_samples", str(args.stats_max_samples), "--output_dir", str(output_dir),
+            "--layers", args.layers, "--batch_size", str(args.stats_batch_size),
+            "--max_length", str(args.max_length), "--device", args.device, "--dtype", args.dtype]
+    if lora_ckpt is not None:
+        argv += ["--lora_ckpt", str(lora_ckpt)]
+    if overwrite:
+        argv.append("--overwrite")
+    return Path(cache.main(cache.parse_args(argv)))
+
+
+def compute_ntps(args, stats_dir: Path) -> list[dict]:
+    """K_sweep.py on one artifact (always recomputed: the sweep is cheap, the sums may be new)."""
+    import K_sweep
+
+    argv = ["--stats_dir", str(stats_dir), "--layers", args.layers, "--order", args.order, "--overwrite"]
+    if args.fractions:
+        argv += ["--fractions", args.fractions]
+    return K_sweep.main(K_sweep.parse_args(argv))["rows"]
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def select_cell(before: list[dict], layer: int | None, fraction: float | None) -> tuple[int, float, str]:
+    """The (layer, fraction) to report: the given ones, else the largest margin of NTPS over chance."""
+    layers = sorted({r["layer"] for r in before})
+    cells = [r for r in before if r.get("ntps") is not None]
+    if not cells:
+        raise ValueError("K_sweep returned no finite NTPS (ranks too small for these fractions?)")
+    if layer is not None and layer < 0:
+        layer = max(layers) + 1 + layer
+    if layer is not None:
+        cells = [r for r in cells if r["layer"] == layer]
+    if fraction is not None:
+        cells = [r for r in cells if abs(r["fraction"] - fraction) < 1e-9]
+    if not cells:
+        raise ValueError(f"no finite NTPS at layer {layer}, fraction {fraction} (layers {layers})")
+    best = max(cells, key=lambda r: r["ntps"] - r["chance"])
+    if layer is not None and fraction is not None:
+        how = "given"
+    else:
+        how = "largest NTPS-before margin over chance" + (f" at layer {layer}" if layer is not None else "") \
+            + (f" at f={fraction:g}" if fraction is not None else "")
+    return best["layer"], best["fraction"], how
+
+
+def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def main(args) -> dict:
+    log = lambda msg: print(f"[ntps_lora] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    linear = train_linear(args)
+    log(f"linear probe: test accuracy {linear['test_accuracy']:.4f}")
+    lora = train_lora(args)
+    log(f"LoRA: test accuracy {lora['test_accuracy']:.4f}")
+    dataset_key = lora["dataset"]
+    lora_dir = Path(lora["output_dir"])
+    adapter = (lora_dir / "adapter").resolve()
+    if not (adapter / "adapter_config.json").is_file():
+        raise SystemExit(f"ntps_lora.py: no LoRA adapter at {adapter}")
+
+    before_dir = compute_stats(args, Path(args.output_dir), None, args.overwrite)
+    if read_json(before_dir / "meta.json").get("lora_ckpt"):
+        raise SystemExit(f"ntps_lora.py: {before_dir} holds statistics of a LoRA-merged model; rerun with "
+                         "--overwrite or remove it")
+    after_root = lora_dir / "stats_after"
+    after_meta = next(after_root.glob("*/*/train/meta.json"), None) if after_root.is_dir() else None
+    stale = (args.overwrite or not lora.get("reused") or after_meta is None
+             or read_json(after_meta).get("lora_ckpt") != str(adapter))
+    after_dir = compute_stats(args, after_root, adapter, overwrite=stale)
+    rows_before, rows_after = compute_ntps(args, before_dir), compute_ntps(args, after_dir)
+
+    after_by = {(r["layer"], r["fraction"]): r for r in rows_after}
+    sweep = [{"layer": r["layer"], "fraction": r["fraction"], "ntps_before": r["ntps"],
+              "ntps_after": after_by.get((r["layer"], r["fraction"]), {}).get("ntps"), "chance": r["chance"]}
+             for r in rows_before]
+    layer, fraction, how = select_cell(rows_before, args.ntps_layer, args.ntps_fraction)
+    cell = next(r for r in sweep if r["layer"] == layer and r["fraction"] == fraction)
+    row = {"model": args.model, "dataset": dataset_key, "layer": layer, "fraction": fraction,
+           "ntps_before": cell["ntps_before"], "ntps_after": cell["ntps_after"], "chance": cell["chance"],
+           "linear_acc": linear["test_accuracy"], "lora_acc": lora["test_accuracy"],
+           "gain": lora["test_accuracy"] - linear["test_accuracy"], "selection": how}
+
+    out = Path(args.output_dir) / slugify(args.model) / slugify(dataset_key)
+    _write_csv(out / "ntps_lora.csv", [row], ROW_COLUMNS)
+    _write_csv(out / "ntps_lora_sweep.csv", sweep, SWEEP_COLUMNS)
+    result = {"row": row, "sweep": sweep, "stats_before": str(before_dir), "stats_after": str(after_dir),
+              "adapter": str(adapter), "linear_results": str(Path(linear["output_dir"]) / "results.json"),
+              "lora_results": str(lora_dir / "results.json"), "settings": vars(args),
+              "environment": environment_info()}
+    write_json(out / "ntps_lora.json", result)
+    log(f"{args.model} on {dataset_key}, layer {layer}, f={fraction:g} ({how}): NTPS {row['ntps_before']} -> "
+        f"{row['ntps_after']} (chance {row['chance']:.4f}); linear {row['linear_acc']:.4f}, LoRA "
+        f"{row['lora_acc']:.4f}, gain {row['gain']:+.4f}; wrote {out / 'ntps_lora.csv'}")
+    return result
+
+
+if __name__ == "__main__":
+    main(parse_args())

@@ -1,0 +1,105 @@
+"""K_sweep.py end to end on a synthetic statistics artifact."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import K_sweep
+from naive import naive_ntps
+from ntps.artifacts import LayerSums, Stats, load_stats, save_stats
+from test_score import random_stats
+
+
+def make_artifact(path, n_layers=3, d=16, C=3, N=300, seed=0):
+    rng = np.random.default_rng(seed)
+    layers, raw = {}, {}
+    for layer in range(n_layers):
+        XX, XY, C0, C1 = random_stats(rng, d=d, N=N, C=C)
+        raw[layer] = (XX, XY, C0, C1)
+        t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+        layers[layer] = LayerSums(t(XX), t(XY), t(C0), t(C1), t(np.zeros(d)))
+    counts = torch.tensor([N // C] * (C - 1) + [N - (C - 1) * (N // C)])
+    stats = Stats(layers=layers, class_counts=counts, n_texts=N, n_tokens=6 * N, n_pairs=5 * N)
+    meta = {"model": "toy", "dataset": "toy", "split": "train", "dtype": "float64", "max_length": None,
+            "max_samples": None, "seed": 0}
+    save_stats(path, stats, meta)
+    return raw
+
+
+def run(argv):
+    return K_sweep.main(K_sweep.parse_args(argv))
+
+
+def test_writes_json_and_csv_matching_the_naive_formula(tmp_path, capsys):
+    raw = make_artifact(tmp_path)
+    res = run(["--stats_dir", str(tmp_path), "--fractions", "0.1,0.25,0.5,0.9"])
+    rows = list(csv.DictReader(open(tmp_path / "ntps_raw_descending.csv")))
+    assert len(rows) == 3 * 4 and set(K_sweep.COLUMNS) <= set(rows[0])
+    data = json.loads((tmp_path / "ntps_raw_descending.json").read_text())
+    assert data["artifact"]["model"] == "toy" and data["environment"]["versions"]["torch"]
+    for layer in range(3):
+        ref = naive_ntps(*raw[layer], [0.1, 0.25, 0.5, 0.9])
+        ours = [r for r in res["rows"] if r["layer"] == layer]
+        for r, x in zip(ours, ref):
+            assert r["chance"] == pytest.approx(r["k_V"] / 16)
+            if r["unique"]:
+                assert r["ntps"] == pytest.approx(x, abs=1e-8)
+    assert "largest margin over chance" in capsys.readouterr().out
+
+
+def test_rerun_is_up_to_date_and_other_settings_refuse_without_overwrite(tmp_path, capsys):
+    make_artifact(tmp_path)
+    run(["--stats_dir", str(tmp_path), "--layers", "0,2"])
+    run(["--stats_dir", str(tmp_path), "--layers", "0,2"])
+    assert "up to date" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="overwrite"):
+        run(["--stats_dir", str(tmp_path), "--layers", "1"])
+    res = run(["--stats_dir", str(tmp_path), "--layers", "1", "--overwrite"])
+    assert {r["layer"] for r in res["rows"]} == {1}
+
+
+def test_whitened_variant_absolute_k_and_ascending(tmp_path):
+    make_artifact(tmp_path)
+    w = run(["--stats_dir", str(tmp_path), "--variant", "whitened", "--k", "1,4,8"])
+    assert all(r["lower"] <= r["excess"] + 1e-12 <= r["upper"] + 2e-12 for r in w["rows"])
+    assert (tmp_path / "ntps_whitened_descending.csv").exists()
+    a = run(["--stats_dir", str(tmp_path), "--order", "ascending", "--layers", "-1"])
+    assert {r["layer"] for r in a["rows"]} == {2}
+
+
+def test_missing_truncated_and_mismatched_artifacts_give_clear_errors(tmp_path):
+    with pytest.raises(SystemExit, match="cache.py"):
+        run(["--stats_dir", str(tmp_path / "nope")])
+    make_artifact(tmp_path / "a")
+    stats_file = tmp_path / "a" / "stats.safetensors"
+    data = stats_file.read_bytes()
+    stats_file.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SystemExit, match="truncated|corrupt"):
+        run(["--stats_dir", str(tmp_path / "a")])
+    make_artifact(tmp_path / "b")
+    make_artifact(tmp_path / "c", d=12)
+    (tmp_path / "b" / "stats.safetensors").write_bytes((tmp_path / "c" / "stats.safetensors").read_bytes())
+    with pytest.raises(SystemExit, match="does not belong"):
+        run(["--stats_dir", str(tmp_path / "b")])
+    with pytest.raises(ValueError, match="out of range"):
+        run(["--stats_dir", str(tmp_path / "c"), "--layers", "7"])
+
+
+def test_artifact_roundtrip_and_addition(tmp_path):
+    make_artifact(tmp_path)
+    s = load_stats(tmp_path)
+    assert sorted(s.layers) == [0, 1, 2] and s.n_texts == 300 and s.d == 16
+    twice = load_stats(tmp_path).add_(s)
+    assert twice.n_texts == 600 and torch.equal(twice.layers[1].XX, 2 * s.layers[1].XX)
+
+
+def test_help_documents_every_flag(capsys):
+    with pytest.raises(SystemExit):
+        K_sweep.parse_args(["--help"])
+    out = capsys.readouterr().out
+    for flag in ("--order", "--fractions", "--k", "--layers", "--rcond", "--atol", "--variant", "--device",
+                 "--overwrite", "--stats_dir"):
+        assert flag in out

@@ -1,0 +1,213 @@
+"""The NTPS math on toy covariances with analytic answers (SPEC §2, §2.0, §2.2)."""
+
+import numpy as np
+import pytest
+import torch
+
+from naive import naive_ntps
+from ntps.linalg import generalized_eigh, whiten
+from ntps.score import (DEFAULT_FRACTIONS, excess_loss_bound, ntps_sweep, solve_layer, validate_stats,
+                        whitened_sweep)
+
+
+def random_stats(rng, d=24, N=400, C=3, T=6):
+    """Sums of SPEC §1 from explicit random hidden states of N texts of T tokens."""
+    H = rng.standard_normal((N, T, d)) @ rng.standard_normal((d, d)) * 0.3 + rng.standard_normal(d)
+    X = H.mean(1)
+    y = rng.integers(0, C, N)
+    y[:C] = np.arange(C)
+    Y = np.eye(C)[y]
+    S = H.cumsum(1)
+    C0 = np.einsum("ntd,nte->de", S[:, :-1], S[:, :-1])
+    C1 = np.einsum("ntd,nte->de", S[:, :-1], H[:, 1:])
+    return X.T @ X, X.T @ Y, C0, C1
+
+
+def planted(d=20, label_axes=(0, 1), v_order=None):
+    """Σ = C0 = I, label directions on ``label_axes``, V ordered along ``v_order`` axes."""
+    XX = np.eye(d)
+    XY = np.zeros((d, 2))
+    XY[label_axes[0], 0], XY[label_axes[1], 1] = 3.0, 2.0
+    v_order = list(range(d)) if v_order is None else list(v_order)
+    C1 = np.zeros((d, d))
+    for rank, axis in enumerate(v_order):
+        C1[axis, axis] = d - rank  # descending strength along v_order
+    return XX, XY, np.eye(d), C1
+
+
+def test_planted_inside_gives_one_and_orthogonal_gives_zero():
+    fr = [0.1, 0.2, 0.5]
+    inside = ntps_sweep(solve_layer(*planted()), fractions=fr)
+    assert np.allclose(inside["ntps"], 1.0, atol=1e-12)
+    assert list(inside["k_V"]) == [2, 4, 10] and list(inside["k_U"]) == [2, 2, 2]
+    away = planted(v_order=list(range(2, 20)) + [0, 1])
+    out = ntps_sweep(solve_layer(*away), fractions=fr)
+    assert np.allclose(out["ntps"], 0.0, atol=1e-12)
+    assert out["unique"].all() and inside["unique"].all()
+
+
+def test_half_overlap_is_weighted_by_column_norms():
+    # U = {e0 (λ=9), e1 (λ=4)}, Σ = I so columns are unit vectors; V_1 = e0 -> k_V = 1 captures half
+    XX, XY, C0, C1 = planted(v_order=[0, 5, 1] + [i for i in range(20) if i not in (0, 1, 5)])
+    res = ntps_sweep(solve_layer(XX, XY, C0, C1), ks=[1, 2, 3])
+    assert np.allclose(res["ntps"], [1.0, 0.5, 1.0])  # k=1: U_1 = e0 ⊂ V_1; k=2: e0 in, e1 out
+
+
+def test_random_V_averages_chance_level():
+    rng = np.random.default_rng(1)
+    d, reps = 30, 300
+    XX, XY, _, _ = planted(d=d)
+    scores = []
+    for _ in range(reps):
+        Qr, _ = np.linalg.qr(rng.standard_normal((d, d)))
+        C1 = Qr @ np.diag(np.linspace(d, 1, d)) @ Qr.T
+        scores.append(ntps_sweep(solve_layer(XX, XY, np.eye(d), C1), fractions=[0.2, 0.5])["ntps"])
+    scores = np.array(scores)
+    chance = np.array([6, 15]) / d
+    se = scores.std(0) / np.sqrt(reps)
+    assert np.all(np.abs(scores.mean(0) - chance) < 4 * se + 1e-3)
+
+
+def test_descending_puts_label_directions_first_and_ascending_last():
+    rng = np.random.default_rng(2)
+    XX, XY, C0, C1 = random_stats(rng)
+    desc = generalized_eigh(XX, A_factor=XY)
+    asc = generalized_eigh(XX, A_factor=XY, order="ascending")
+    c = desc.n_nonzero
+    assert c == 3 and np.all(np.diff(desc.values.numpy()) <= 0) and np.all(np.diff(asc.values.numpy()) >= 0)
+    Mt = torch.from_numpy(XY)
+    # the label directions are those with Uᵀ M ≠ 0: first c in descending, last c in ascending
+    assert torch.linalg.norm(desc.vectors[:, c:].T @ Mt) < 1e-8 * torch.linalg.norm(Mt)
+    assert torch.linalg.norm(asc.vectors[:, :-c].T @ Mt) < 1e-8 * torch.linalg.norm(Mt)
+    assert torch.allclose(asc.vectors.flip(1), desc.vectors) and torch.allclose(asc.values.flip(0), desc.values)
+    # columns are B-orthonormal
+    G = desc.vectors.T @ torch.from_numpy(XX) @ desc.vectors
+    assert torch.allclose(G, torch.eye(G.shape[0], dtype=G.dtype), atol=1e-9)
+
+
+@pytest.mark.parametrize("d,N", [(24, 400), (40, 30)])  # regular and singular Σ (N < d)
+def test_equals_naive_implementation_where_unique(d, N):
+    rng = np.random.default_rng(d + N)
+    stats = random_stats(rng, d=d, N=N, C=4)
+    ours = ntps_sweep(solve_layer(*stats), fractions=DEFAULT_FRACTIONS)
+    ref = naive_ntps(*stats, DEFAULT_FRACTIONS)
+    assert ours["unique"].any()
+    m = ours["unique"] & np.isfinite(ref)
+    np.testing.assert_allclose(ours["ntps"][m], ref[m], rtol=0, atol=1e-8)
+    if N < d:
+        assert ours["r_U"][0] == N and ours["r_U"][0] < d
+
+
+def test_cholesky_and_eigh_whitening_agree():
+    rng = np.random.default_rng(3)
+    XX, XY, C0, C1 = random_stats(rng)
+    B = torch.from_numpy(C0)
+    assert whiten(B).method == "cholesky" and whiten(B, allow_cholesky=False).method == "eigh"
+    sol = solve_layer(XX, XY, C0, C1)
+    ref = naive_ntps(XX, XY, C0, C1, DEFAULT_FRACTIONS)
+    np.testing.assert_allclose(ntps_sweep(sol)["ntps"], ref, atol=1e-8)
+
+
+def test_invariant_to_scaling_by_N():
+    rng = np.random.default_rng(4)
+    stats = random_stats(rng)
+    a = ntps_sweep(solve_layer(*stats))
+    b = ntps_sweep(solve_layer(*(s / 400.0 for s in stats)))
+    np.testing.assert_allclose(a["ntps"], b["ntps"], atol=1e-10)
+    assert (a["r_U"] == b["r_U"]).all() and (a["label_rank"] == b["label_rank"]).all()
+
+
+def test_absolute_tolerance_reproduces_reference_threshold():
+    XX, XY, C0, C1 = planted()
+    XX = 0.01 * XX
+    XX[19, 19] = 5e-9  # below the authors' absolute 1e-8, above the relative default (5e-7 relative)
+    assert solve_layer(XX, XY, C0, C1, atol=1e-8).U.rank == 19
+    assert solve_layer(XX, XY, C0, C1).U.rank == 20
+
+
+def test_same_inputs_same_scores_including_degenerate_blocks():
+    rng = np.random.default_rng(5)
+    stats = random_stats(rng, d=20, N=15, C=2)  # singular Σ and a 13-dim null block
+    for order in ("descending", "ascending"):
+        runs = [ntps_sweep(solve_layer(*stats, order=order))["ntps"] for _ in range(3)]
+        assert all(np.array_equal(runs[0], r, equal_nan=True) for r in runs[1:])
+    asc = ntps_sweep(solve_layer(*stats, order="ascending"))
+    inner = (asc["k_U"] > 0) & (asc["k_U"] < 13)  # strictly inside the null block
+    assert inner.any() and not asc["unique"][inner].any()
+
+
+def test_null_block_is_ordered_by_variance():
+    # Σ = diag(5, 4, 3, 2, 1): label on axis 2; null block must come in variance order 0, 1, 3, 4
+    d = 5
+    XX = np.diag([5.0, 4, 3, 2, 1])
+    XY = np.zeros((d, 2))
+    XY[2, 0] = XY[2, 1] = 1.0
+    sol = generalized_eigh(XX, A_factor=XY)
+    assert sol.n_nonzero == 1
+    axes = sol.vectors.abs().argmax(0).tolist()
+    assert axes == [2, 0, 1, 3, 4]
+
+
+def test_whitened_bound_holds_on_random_instances():
+    rng = np.random.default_rng(6)
+    for _ in range(5):
+        XX, XY, C0, C1 = random_stats(rng, C=3)
+        w = whitened_sweep(solve_layer(XX, XY, C0, C1), n_texts=400.0)
+        assert np.all(w["lower"] <= w["excess"] * (1 + 1e-9) + 1e-12)
+        assert np.all(w["excess"] <= w["upper"] * (1 + 1e-9) + 1e-12)
+        assert np.all(np.diff(w["excess"]) <= 1e-12)  # a larger encoder never loses more
+
+
+def test_excess_loss_is_the_least_squares_gap_and_bound_tight_when_eigenvalues_equal():
+    rng = np.random.default_rng(7)
+    N, d, C = 600, 12, 2
+    X = rng.standard_normal((N, d))
+    y = (X[:, 0] + 0.5 * rng.standard_normal(N) > 0).astype(int)
+    Y = np.eye(C)[y]
+    V = rng.standard_normal((d, 4))
+    lower, excess, upper = excess_loss_bound(X.T @ X / N, X.T @ Y / N, V)
+    # independent: optimal squared loss of y on x vs on Vᵀx, by explicit least squares
+    full = np.linalg.lstsq(X, Y, rcond=None)[0]
+    enc = np.linalg.lstsq(X @ V, Y, rcond=None)[0]
+    gap = (np.sum((Y - X @ V @ enc) ** 2) - np.sum((Y - X @ full) ** 2)) / N
+    assert excess == pytest.approx(gap, rel=1e-9)
+    assert lower <= excess <= upper
+    # Σ = I and orthogonal label columns of equal norm: λ_1 = λ_r, so lower = excess = upper
+    M = np.zeros((d, 2))
+    M[0, 0] = M[1, 1] = 0.7
+    lo, ex, up = excess_loss_bound(np.eye(d), M, rng.standard_normal((d, 5)))
+    assert lo == pytest.approx(ex, rel=1e-10) and up == pytest.approx(ex, rel=1e-10)
+
+
+def test_whitened_equals_raw_when_sigma_is_identity():
+    XX, XY, C0, C1 = planted(v_order=[0, 5, 1] + [i for i in range(20) if i not in (0, 1, 5)])
+    XY = XY / np.linalg.norm(XY, axis=0)  # equal eigenvalues: raw U columns have equal norms
+    sol = solve_layer(XX, XY, C0, C1)
+    np.testing.assert_allclose(ntps_sweep(sol, ks=[1, 2, 3, 4])["ntps"][1:],
+                               whitened_sweep(sol, ks=[1, 2, 3, 4])["ntps"][1:], atol=1e-12)
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda s: (s[0] + np.triu(np.ones_like(s[0]), 1), *s[1:]), "not symmetric"),
+    (lambda s: (s[0], s[1], np.where(np.eye(len(s[2])) > 0, np.nan, s[2]), s[3]), "non-finite"),
+    (lambda s: (s[0], s[1][:-1], *s[2:]), "must have shape"),
+    (lambda s: (s[0], s[1][:, :1], *s[2:]), "at least 2 classes"),
+    (lambda s: (s[0][:, :-1], *s[1:]), "square"),
+    (lambda s: (np.zeros_like(s[0]), *s[1:]), "all zeros"),
+    (lambda s: (*s[:3], s[3][:-1]), "must have shape"),
+])
+def test_bad_inputs_raise_value_errors_naming_the_problem(mutate, message):
+    stats = random_stats(np.random.default_rng(8), d=10, N=50)
+    with pytest.raises(ValueError, match=message):
+        validate_stats(*mutate(stats))
+
+
+def test_bad_options_raise():
+    stats = random_stats(np.random.default_rng(9), d=10, N=50)
+    with pytest.raises(ValueError, match="order"):
+        solve_layer(*stats, order="up")
+    sol = solve_layer(*stats)
+    with pytest.raises(ValueError, match="fractions"):
+        ntps_sweep(sol, fractions=[0.0, 0.5])
+    with pytest.raises(ValueError, match="positive"):
+        ntps_sweep(sol, ks=[0])

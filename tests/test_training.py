@@ -1,0 +1,281 @@
+"""ntps.training and the training scripts (linear probe, LoRA, from scratch, ntps_lora.py).
+
+Fast tier: a tiny random Llama (2 layers, width 32) saved with a WordLevel tokenizer built from the
+40-row fixtures; every run is a few optimisation steps on one CPU thread. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from safetensors.torch import load_file  # noqa: E402
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers  # noqa: E402
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
+
+import from_scratch  # noqa: E402
+import linear_training  # noqa: E402
+import lora_finetuning  # noqa: E402
+import ntps_lora  # noqa: E402
+from ntps import training  # noqa: E402
+from ntps.models import load_model_and_tokenizer  # noqa: E402
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SENTIMENT = FIXTURES / "tiny_sentiment.csv"
+TOPICS = FIXTURES / "tiny_topics.jsonl"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny matrices: one thread avoids oversubscription on a shared machine (and is deterministic)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory) -> Path:
+    """A saved 2-layer Llama (d=32) whose WordLevel vocabulary covers the fixtures."""
+    words: set[str] = set()
+    for f in (SENTIMENT, TOPICS):
+        words |= set(re.findall(r"\w+|[^\w\s]", f.read_text().lower()))
+    vocab = {w: i for i, w in enumerate(["<unk>", "<s>", "</s>"] + sorted(words))}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                         bos_token_id=1, eos_token_id=2)
+    path = tmp_path_factory.mktemp("tiny_lm") / "llama"
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def argv(lm, out, *extra, dataset=SENTIMENT):
+    return ["--model", str(lm), "--dataset", str(dataset), "--output_dir", str(out), "--device", "cpu",
+            "--batch_size", "4", "--max_length", "32", "--eval_batch_size", "16", "--logging_steps", "1",
+            *extra]
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Capture the classifier of a run, with a copy of its state dict before training."""
+    seen = {}
+    real = training.build_classifier
+
+    def wrapped(*a, **k):
+        clf, tok, info = real(*a, **k)
+        seen["clf"] = clf
+        seen["before"] = {n: t.detach().clone() for n, t in clf.state_dict().items()}
+        return clf, tok, info
+
+    monkeypatch.setattr(training, "build_classifier", wrapped)
+    return seen
+
+
+def changed(seen) -> set[str]:
+    after = seen["clf"].state_dict()
+    return {n for n, t in seen["before"].items() if not torch.equal(t, after[n])}
+
+
+# --- pure helpers --------------------------------------------------------------------------------
+
+
+def test_batch_indices_are_seeded_epoch_permutations():
+    n, b = 10, 4  # 3 batches per epoch, the last of 2
+    epoch0 = [training.batch_indices(n, b, s, seed=1) for s in range(3)]
+    assert [len(x) for x in epoch0] == [4, 4, 2]
+    assert sorted(np.concatenate(epoch0).tolist()) == list(range(n))
+    epoch1 = np.concatenate([training.batch_indices(n, b, s, seed=1) for s in range(3, 6)])
+    assert sorted(epoch1.tolist()) == list(range(n)) and not np.array_equal(epoch1, np.concatenate(epoch0))
+    assert np.array_equal(training.batch_indices(n, b, 4, seed=1), training.batch_indices(n, b, 4, seed=1))
+    assert not np.array_equal(training.batch_indices(n, b, 0, seed=1), training.batch_indices(n, b, 0, seed=2))
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_pooling_excludes_padding_on_either_side(side):
+    h = torch.randn(2, 5, 3)
+    lengths = [5, 2]
+    mask = torch.zeros(2, 5, dtype=torch.long)
+    for i, L in enumerate(lengths):
+        if side == "right":
+            mask[i, :L] = 1
+        else:
+            mask[i, 5 - L:] = 1
+    mean = training.pool_hidden(h, mask, "mean")
+    last = training.pool_hidden(h, mask, "last")
+    for i in range(2):
+        real = h[i][mask[i].bool()]
+        torch.testing.assert_close(mean[i], real.mean(0))
+        torch.testing.assert_close(last[i], real[-1])
+    with pytest.raises(ValueError, match="pooling"):
+        training.pool_hidden(h, mask, "max")
+
+
+def test_adafactor_has_the_papers_settings():
+    p = torch.nn.Parameter(torch.zeros(3, 3))
+    opt = training.build_optimizer([p], "adafactor", 1e-4)
+    g = opt.param_groups[0]
+    assert (g["lr"], g["relative_step"], g["scale_parameter"], g["warmup_init"]) == (1e-4, False, False, False)
+    assert (g["clip_threshold"], g["decay_rate"], g["weight_decay"]) == (1.0, -0.8, 1e-5)
+    sched = training.build_scheduler(opt, "cosine", 5, 100)
+    assert sched.get_last_lr()[0] == 0.0  # linear warm-up from 0
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    assert sched.get_last_lr()[0] == pytest.approx(1e-4)
+    assert training.bf16_enabled("auto", torch.device("cpu")) is False
+    with pytest.raises(ValueError, match="CUDA"):
+        training.bf16_enabled("true", torch.device("cpu"))
+
+
+# --- the scripts end to end ----------------------------------------------------------------------
+
+
+def test_linear_training_end_to_end_trains_only_the_head(tiny_lm, tmp_path, spy):
+    out = tmp_path / "linear"
+    res = linear_training.main(linear_training.parse_args(argv(tiny_lm, out, "--epochs", "2", "--lr", "1e-2")))
+    assert res["steps"] == 2 * 7 and res["mode"] == "linear"  # 28 train texts, batch 4
+    assert 0.0 <= res["test_accuracy"] <= 1.0 and res["n_test"] == 12
+    assert {"balanced_accuracy", "wall_time_s", "config", "environment"} <= set(res)
+    assert changed(spy) == {"head.weight", "head.bias"}
+    for f in ("results.json", "log.jsonl", "head.safetensors"):
+        assert (out / f).is_file()
+    assert not (out / training.CHECKPOINT_DIR).exists()
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == list(range(1, 15)) and "eval_accuracy" in log[-1]
+    head = load_file(str(out / "head.safetensors"))
+    assert head["weight"].shape == (2, 32)
+    # a rerun with the same settings is up to date; other settings need --overwrite
+    again = linear_training.main(linear_training.parse_args(argv(tiny_lm, out, "--epochs", "2", "--lr", "1e-2")))
+    assert again["reused"] and again["test_accuracy"] == res["test_accuracy"]
+    with pytest.raises(SystemExit, match="overwrite"):
+        linear_training.main(linear_training.parse_args(argv(tiny_lm, out, "--epochs", "3")))
+
+
+def test_gradient_accumulation_gives_the_same_step(tiny_lm, tmp_path):
+    common = ("--max_steps", "3", "--head_dropout", "0", "--lr", "1e-2")
+    a = linear_training.main(linear_training.parse_args(argv(tiny_lm, tmp_path / "a", *common)))
+    b = linear_training.main(linear_training.parse_args(
+        argv(tiny_lm, tmp_path / "b", *common, "--gradient_accumulation_steps", "2")))
+    wa, wb = load_file(str(tmp_path / "a/head.safetensors")), load_file(str(tmp_path / "b/head.safetensors"))
+    torch.testing.assert_close(wa["weight"], wb["weight"], rtol=1e-5, atol=1e-6)
+    assert a["test_accuracy"] == b["test_accuracy"]
+
+
+def test_lora_changes_only_adapter_and_head_and_the_adapter_merges(tiny_lm, tmp_path, spy):
+    out = tmp_path / "lora"
+    res = lora_finetuning.main(lora_finetuning.parse_args(argv(
+        tiny_lm, out, "--max_steps", "4", "--lr", "1e-2", "--start_layer", "1", "--dataset", str(TOPICS))))
+    assert res["num_classes"] == 3 and res["steps"] == 4 and res["model_info"]["lora"]["r"] == 32
+    diff = changed(spy)
+    assert diff and all("lora_" in n or n.startswith("head.") for n in diff), diff
+    assert {"head.weight", "head.bias"} <= diff and any("lora_B" in n for n in diff)
+    lora_names = [n for n in spy["before"] if "lora_" in n]
+    assert lora_names and all(".layers.1." in n for n in lora_names)  # --start_layer 1: block 1 only
+    assert sorted(res["model_info"]["lora"]["target_modules"]) == ["k_proj", "q_proj", "v_proj"]
+    assert (out / "adapter" / "adapter_config.json").is_file() and (out / "head.safetensors").is_file()
+    # cache.py --lora_ckpt path: the adapter merges into the causal LM and changes only q/k/v of block 1
+    base, _, _ = load_model_and_tokenizer(str(tiny_lm))
+    merged, _, info = load_model_and_tokenizer(str(tiny_lm), lora_ckpt=str(out / "adapter"))
+    sb, sm = base.state_dict(), merged.state_dict()
+    moved = {n for n in sb if not torch.equal(sb[n], sm[n])}
+    assert moved and all(re.fullmatch(r"model\.layers\.1\.self_attn\.[qkv]_proj\.weight", n) for n in moved)
+    assert info["lora_ckpt"] == str(out / "adapter")
+
+
+def test_from_scratch_trains_every_weight_from_a_random_init(tiny_lm, tmp_path, spy):
+    out = tmp_path / "scratch"
+    res = from_scratch.main(from_scratch.parse_args(argv(tiny_lm, out, "--max_steps", "3", "--lr", "1e-2",
+                                                         "--optimizer", "adamw")))
+    assert res["trainable_parameters"] == res["total_parameters"]
+    params = {n for n, _ in spy["clf"].named_parameters()}
+    assert params <= changed(spy)
+    pretrained, _, _ = load_model_and_tokenizer(str(tiny_lm))
+    init = spy["before"]["backbone.layers.0.self_attn.q_proj.weight"]
+    assert not torch.equal(init, pretrained.model.layers[0].self_attn.q_proj.weight)
+    assert (out / "model" / "config.json").is_file()
+
+
+def test_resumed_run_ends_with_the_same_weights(tiny_lm, tmp_path):
+    common = ("--max_steps", "6", "--lr", "1e-2", "--eval_steps", "2")
+    straight = lora_finetuning.main(lora_finetuning.parse_args(argv(tiny_lm, tmp_path / "a", *common)))
+    part = lora_finetuning.main(lora_finetuning.parse_args(
+        argv(tiny_lm, tmp_path / "b", *common, "--stop_after_steps", "3")))
+    assert part["status"] == "stopped" and part["steps"] == 3
+    ckpt = tmp_path / "b" / training.CHECKPOINT_DIR / "step-0000003"
+    assert {p.name for p in ckpt.iterdir()} == {"trainable.safetensors", "training_state.pt", "trainer_state.json"}
+    torch.load(ckpt / "training_state.pt", weights_only=True)  # tensors and plain values only
+    with pytest.raises(SystemExit, match="resume_from_checkpoint"):
+        lora_finetuning.main(lora_finetuning.parse_args(argv(tiny_lm, tmp_path / "b", *common)))
+    with pytest.raises(ValueError, match="other settings"):
+        lora_finetuning.main(lora_finetuning.parse_args(
+            argv(tiny_lm, tmp_path / "b", "--max_steps", "7", "--lr", "1e-2", "--resume_from_checkpoint", "latest")))
+    resumed = lora_finetuning.main(lora_finetuning.parse_args(
+        argv(tiny_lm, tmp_path / "b", *common, "--resume_from_checkpoint", "latest")))
+    assert resumed["resumed_from"].endswith("step-0000003") and resumed["steps"] == 6
+    for f in ("head.safetensors", "adapter/adapter_model.safetensors"):
+        a, b = load_file(str(tmp_path / "a" / f)), load_file(str(tmp_path / "b" / f))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f
+    assert resumed["test_accuracy"] == straight["test_accuracy"]
+    steps = [json.loads(x)["step"] for x in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    steps_a = [json.loads(x)["step"] for x in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert steps == steps_a  # the resumed log holds each entry once
+
+
+def test_bad_inputs_give_clear_errors(tiny_lm, tmp_path):
+    with pytest.raises(SystemExit, match="unknown dataset"):
+        linear_training.main(linear_training.parse_args(argv(tiny_lm, tmp_path / "x", dataset="no-such-dataset")))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\n" + "".join(f"text number {i},{1 + i % 2}\n" for i in range(20)))
+    with pytest.raises(SystemExit, match=r"0\.\.C-1|0\.\.1|labels"):
+        linear_training.main(linear_training.parse_args(argv(tiny_lm, tmp_path / "y", dataset=bad)))
+    with pytest.raises(SystemExit, match="gradient_accumulation_steps"):
+        linear_training.main(linear_training.parse_args(
+            argv(tiny_lm, tmp_path / "z", "--gradient_accumulation_steps", "3")))
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        lora_finetuning.main(lora_finetuning.parse_args(
+            argv(tiny_lm, tmp_path / "w", "--max_steps", "2", "--resume_from_checkpoint", "latest")))
+
+
+def test_ntps_lora_end_to_end(tiny_lm, tmp_path):
+    pytest.importorskip("cache")
+    args = ntps_lora.parse_args(["--model", str(tiny_lm), "--dataset", str(SENTIMENT), "--output_dir",
+                                 str(tmp_path), "--device", "cpu", "--batch_size", "4", "--max_length", "32",
+                                 "--linear_max_steps", "3", "--lora_max_steps", "3",
+                                 "--lora_args", "--lr 1e-2 --eval_steps 0", "--fractions", "0.25,0.5"])
+    res = ntps_lora.main(args)
+    row = res["row"]
+    assert set(ntps_lora.ROW_COLUMNS) <= set(row)
+    assert row["gain"] == pytest.approx(row["lora_acc"] - row["linear_acc"])
+    assert 0.0 <= row["ntps_before"] <= 1.0 and 0.0 <= row["ntps_after"] <= 1.0
+    base = Path(res["stats_before"]).parent.parent
+    rows = list(csv.DictReader(open(base / "ntps_lora.csv")))
+    assert len(rows) == 1 and rows[0]["model"] == str(tiny_lm)
+    sweep = list(csv.DictReader(open(base / "ntps_lora_sweep.csv")))
+    assert len(sweep) == 3 * 2  # layers 0..2 × 2 fractions
+    assert json.loads((Path(res["stats_after"]) / "meta.json").read_text())["lora_ckpt"] == res["adapter"]
+    assert any(r["ntps_before"] != r["ntps_after"] for r in sweep if r["layer"] != "0")
+
+
+def test_select_cell():
+    rows = [{"layer": L, "fraction": f, "ntps": n, "chance": 0.1}
+            for L, f, n in [(0, 0.5, 0.2), (1, 0.5, 0.6), (1, 0.25, 0.3), (2, 0.5, None)]]
+    assert ntps_lora.select_cell(rows, None, None)[:2] == (1, 0.5)
+    assert ntps_lora.select_cell(rows, 0, None)[:2] == (0, 0.5)
+    assert ntps_lora.select_cell(rows, -2, 0.25) == (1, 0.25, "given")
+    with pytest.raises(ValueError, match="no finite"):
+        ntps_lora.select_cell(rows, 2, None)
