@@ -13,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 from pathlib import Path
@@ -22,9 +21,16 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ntps.artifacts import ArtifactError, load_stats, read_meta
-from ntps.cli import (DEFAULT_DATASET, DEFAULT_MODEL, DEFAULT_OUTPUT_DIR, HelpFormatter, parse_float_list,
-                      parse_int_list, resolve_device)
-from ntps.io import atomic_path, environment_info, read_json, slugify, write_json
+from ntps.cli import (
+    DEFAULT_DATASET,
+    DEFAULT_MODEL,
+    DEFAULT_OUTPUT_DIR,
+    HelpFormatter,
+    parse_float_list,
+    parse_int_list,
+    resolve_device,
+)
+from ntps.io import environment_info, read_json, slugify, write_csv, write_json
 from ntps.linalg import DEFAULT_RCOND, ORDERS
 from ntps.score import DEFAULT_FRACTIONS, VARIANTS, ntps_sweep, solve_layer, whitened_sweep
 
@@ -66,14 +72,6 @@ def settings_of(args, meta: dict) -> dict:
             "layers": parse_int_list(args.layers, len(meta["layers"]) and max(meta["layers"]) + 1) or meta["layers"],
             "rcond": None if args.atol is not None else args.rcond, "atol": args.atol,
             "stats_fingerprint": meta.get("fingerprint")}
-
-
-def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        w.writeheader()
-        for row in rows:
-            w.writerow(row)
 
 
 def summarise(rows: list[dict], meta: dict, settings: dict) -> str:

@@ -32,12 +32,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ntps.accumulate import StatsAccumulator
-from ntps.artifacts import (ArtifactError, fingerprint, load_stats, read_meta, save_stats, save_stats_file)
-from ntps.cli import (DEFAULT_DATASET, DEFAULT_MODEL, DEFAULT_OUTPUT_DIR, HelpFormatter, parse_int_list,
-                      resolve_device)
+from ntps.artifacts import ArtifactError, fingerprint, read_meta, save_stats, save_stats_file
+from ntps.cli import DEFAULT_DATASET, DEFAULT_MODEL, DEFAULT_OUTPUT_DIR, HelpFormatter, parse_int_list, resolve_device
 from ntps.io import atomic_path, environment_info, read_json, slugify, write_json
 
-DEFAULT_MAX_SAMPLES = 2000
+DEFAULT_MAX_SAMPLES = 1000
 PARTIAL_DIR = ".partial"
 
 
@@ -149,7 +148,7 @@ class FeatureWriter:
 
     def finalize(self) -> None:
         self.flush()
-        for k, p in self.paths.items():
+        for p in self.paths.values():
             os.replace(p, p.with_suffix(""))  # features_mean.npy
 
 

@@ -2,10 +2,12 @@
 
 Inputs, globbed under ``--runs_dir`` (default ``outputs/``), one directory per (model, dataset):
 
-``{runs}/{model_slug}/{dataset_slug}/{split}/scores.csv``       scores.py, one row per layer (required)
-``{runs}/{model_slug}/{dataset_slug}/{split}/meta.json``        model name (else the directory name)
-``{runs}/{model_slug}/{dataset_slug}/{split}/probes_sklearn.csv``  linear_sklearn.py: layer,split,acc,log_loss,mse
-``{runs}/{model_slug}/{dataset_slug}/{linear,lora}/results.json``  ``test_accuracy`` of the linear probe / LoRA
+``{runs}/{model}/{dataset}/{split}/scores.csv``            scores.py, one row per layer (required)
+``{runs}/{model}/{dataset}/{split}/meta.json``             model name (else the directory name)
+``{runs}/{model}/{dataset}/{split}/probes_sklearn.csv``    linear_sklearn.py: layer,split,acc,log_loss,mse
+``{runs}/{model}/{dataset}/{linear,lora}/results.json``    ``test_accuracy`` of the linear probe / LoRA
+
+(``{model}``/``{dataset}`` are the slug directories; ``{split}`` is ``--split``, default train.)
 
 Metrics (one value per dataset; ``--metrics``): ``probe_{train,test}_{acc,mse}`` = the sklearn probe at
 ``--probe_layer`` (default: the largest probed layer, i.e. the final representation, as collect.py),
@@ -35,7 +37,7 @@ malformed are reported and skipped; with fewer than 4 datasets a model's correla
 meaningless.
 
     python compare_scores.py --runs_dir outputs
-    python compare_scores.py --runs_dir outputs --metrics probe_train_acc,probe_test_acc,lora_gain --n_perm 10000
+    python compare_scores.py --metrics probe_train_acc,probe_test_acc,lora_gain --n_perm 10000
 """
 
 from __future__ import annotations
@@ -64,8 +66,9 @@ FRACTION_SCORES = [("ntps_raw", "ntps_raw", 1), ("ntps_minus_chance", "ntps_minu
 METRICS = ["probe_train_acc", "probe_test_acc", "probe_train_mse", "probe_test_mse", "lora_gain"]
 DEFAULT_METRICS = ["probe_train_acc", "lora_gain"]
 MIN_DATASETS = 4  # below this a rank correlation (and LODO) is meaningless
-COLUMNS = ["model", "metric", "score", "n_datasets", "n_candidates", "lodo_r", "r_argmax", "perm_p", "null_q95",
-           "sel_layer", "sel_fraction", "r_fixed", "p_fixed", "fixed_layer", "fixed_fraction", "note"]
+COLUMNS = ["model", "metric", "score", "n_datasets", "n_candidates", "lodo_r", "r_argmax", "perm_p",
+           "null_q95", "sel_layer", "sel_fraction", "r_fixed", "p_fixed", "fixed_layer", "fixed_fraction",
+           "note"]
 
 
 def parse_args(argv=None):
@@ -75,11 +78,12 @@ def parse_args(argv=None):
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
                    help=f"comma-separated metrics among {METRICS}; those without data are skipped")
     p.add_argument("--probe_layer", default="last",
-                   help="layer of probes_sklearn.csv used as the probe metric: 'last' (largest probed) or an int")
-    p.add_argument("--models", default=None, help="comma-separated model names or slugs (default: all)")
+                   help="layer of probes_sklearn.csv used as the probe metric: 'last' (largest probed) "
+                        "or an int")
+    p.add_argument("--models", default=None, help="comma-separated model names or slugs; None = all")
     p.add_argument("--n_perm", type=int, default=1000, help="permutations of the selection-aware test")
     p.add_argument("--seed", type=int, default=0, help="seed of the permutations")
-    p.add_argument("--out", default=None, help="output CSV (default: {runs_dir}/compare_scores.csv)")
+    p.add_argument("--out", default=None, help="output CSV; None = {runs_dir}/compare_scores.csv")
     return p.parse_args(argv)
 
 
@@ -275,7 +279,8 @@ def compare(scores: pd.DataFrame, metrics: pd.DataFrame, metric_names, n_perm: i
         for metric in metric_names:
             have = mrows.dropna(subset=[metric]) if metric in mrows else mrows.iloc[:0]
             if len(have) < 3:
-                say(f"{model}: {metric} available for {len(have)}/{len(mrows)} dataset(s); need >= 3, skipped")
+                say(f"{model}: {metric} available for {len(have)}/{len(mrows)} dataset(s); "
+                    "need >= 3, skipped")
                 continue
             if len(have) < MIN_DATASETS:
                 say(f"WARNING {model}: {metric} for only {len(have)} datasets: rank correlations over fewer "
@@ -312,8 +317,9 @@ def _cell(v, spec):
 
 def markdown(table: pd.DataFrame, n_perm: int) -> str:
     """One markdown table per model x metric."""
-    show = [("score", "s"), ("n_datasets", "d"), ("n_candidates", "d"), ("lodo_r", ".2f"), ("r_argmax", ".2f"),
-            ("perm_p", ".3f"), ("null_q95", ".2f"), ("sel_layer", "g"), ("sel_fraction", "g"),
+    show = [("score", "s"), ("n_datasets", "d"), ("n_candidates", "d"), ("lodo_r", ".2f"),
+            ("r_argmax", ".2f"), ("perm_p", ".3f"), ("null_q95", ".2f"), ("sel_layer", "g"),
+            ("sel_fraction", "g"),
             ("r_fixed", ".2f"), ("p_fixed", ".3f"), ("note", "s")]
     blocks = []
     for (model, metric), part in table.groupby(["model", "metric"], sort=False):
@@ -323,9 +329,10 @@ def markdown(table: pd.DataFrame, n_perm: int) -> str:
         for _, r in part.iterrows():
             lines.append("| " + " | ".join(_cell(r[c], s) for c, s in show) + " |")
         blocks.append("\n".join(lines))
-    legend = (f"lodo_r: leave-one-dataset-out (honest); r_argmax: the paper's protocol, best candidate chosen on "
-              f"the same data (optimistic); perm_p: {n_perm} permutations repeating the whole selection, null_q95 "
-              f"its 95th percentile; r_fixed/p_fixed: last layer (and median fixed fraction) fixed in advance.")
+    legend = ("lodo_r: leave-one-dataset-out (honest); r_argmax: the paper's protocol, best candidate "
+              f"chosen on the same data (optimistic); perm_p: {n_perm} permutations repeating the whole "
+              "selection, null_q95 its 95th percentile; r_fixed/p_fixed: last layer (and median fixed "
+              "fraction) fixed in advance.")
     return "\n\n".join(blocks + [legend])
 
 
@@ -341,8 +348,8 @@ def main(args) -> pd.DataFrame:
         try:
             int(args.probe_layer)
         except ValueError as e:
-            raise SystemExit(f"compare_scores.py: --probe_layer must be 'last' or an int, got {args.probe_layer!r}") \
-                from e
+            raise SystemExit("compare_scores.py: --probe_layer must be 'last' or an int, "
+                             f"got {args.probe_layer!r}") from e
     messages = []
 
     def say(msg):

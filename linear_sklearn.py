@@ -50,7 +50,10 @@ def parse_args(argv=None):
 
 
 def _select_layers(spec: str, available: list[int]) -> list[int]:
-    wanted = parse_int_list(spec, max(available) + 1) if available else None
+    try:
+        wanted = parse_int_list(spec, max(available) + 1) if available else None
+    except ValueError as e:
+        raise ValueError(f"layers {spec!r} were not saved by cache.py (saved: {available})") from e
     if wanted is None:
         return list(available)
     missing = [layer for layer in wanted if layer not in available]

@@ -51,12 +51,18 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from K_sweep import write_csv
 from ntps.artifacts import ArtifactError, load_stats, read_meta
 from ntps.baselines import all_baselines
-from ntps.cli import (DEFAULT_DATASET, DEFAULT_MODEL, DEFAULT_OUTPUT_DIR, HelpFormatter, parse_float_list,
-                      parse_int_list, resolve_device)
-from ntps.io import environment_info, read_json, slugify, write_json
+from ntps.cli import (
+    DEFAULT_DATASET,
+    DEFAULT_MODEL,
+    DEFAULT_OUTPUT_DIR,
+    HelpFormatter,
+    parse_float_list,
+    parse_int_list,
+    resolve_device,
+)
+from ntps.io import environment_info, read_json, slugify, write_csv, write_json
 from ntps.linalg import DEFAULT_RCOND
 from ntps.score import DEFAULT_FRACTIONS, ntps_sweep, solve_layer, whitened_sweep
 
@@ -64,7 +70,8 @@ DEFAULT_SCORE_FRACTIONS = (0.05, 0.25, 0.5)
 BASELINES = ["logme", "h_score", "ls_mse", "ridge_mse"]
 LEAD_COLUMNS = ["layer", "d", "n_texts", "label_rank", "r_U", "r_V", *BASELINES, "ntps_raw_best",
                 "ntps_raw_best_fraction", "ntps_margin_best", "ntps_margin_best_fraction"]
-PER_FRACTION = ["ntps_raw", "chance", "ntps_minus_chance", "unique", "ntps_whitened", "excess", "lower", "upper"]
+PER_FRACTION = ["ntps_raw", "chance", "ntps_minus_chance", "unique", "ntps_whitened", "excess", "lower",
+                "upper"]
 OUT_STEM = "scores"
 ARTIFACT_KEYS = ("model", "revision", "dataset", "split", "n_texts", "d", "num_classes", "dtype",
                  "max_length", "max_samples", "fingerprint")
@@ -84,7 +91,7 @@ def parse_args(argv=None):
     default_dir = Path(DEFAULT_OUTPUT_DIR) / slugify(DEFAULT_MODEL) / slugify(DEFAULT_DATASET) / "train"
     p.add_argument("--stats_dir", default=str(default_dir),
                    help="artifact directory written by cache.py (holds stats.safetensors and meta.json)")
-    p.add_argument("--output_dir", default=None, help="where to write scores.csv/json (default: --stats_dir)")
+    p.add_argument("--output_dir", default=None, help="where to write scores.csv/json; None = --stats_dir")
     p.add_argument("--layers", default="all", help="'all', or e.g. '0,6,12', '10-20', '-1' (last)")
     p.add_argument("--fractions", default=",".join(f"{f:g}" for f in DEFAULT_SCORE_FRACTIONS),
                    help="fixed fractions F reported as *_f{F} columns: k = floor(F · r)")
@@ -96,7 +103,8 @@ def parse_args(argv=None):
                    help="relative tolerance of the NTPS eigen-solves (eigenvalues of Σ / C0 <= rcond · max "
                         "dropped); the baselines use their own documented default")
     p.add_argument("--device", default="auto",
-                   help="auto, cpu, cuda, cuda:1 ... for the NTPS eigen-solves (float64); baselines run on CPU")
+                   help="auto, cpu, cuda, cuda:1 ... for the NTPS eigen-solves (float64); baselines run on "
+                        "CPU")
     p.add_argument("--overwrite", action="store_true", help="recompute even if results exist")
     return p.parse_args(argv)
 
@@ -118,8 +126,9 @@ def settings_of(args, meta: dict) -> dict:
     except ValueError as e:
         raise SystemExit(f"scores.py: --layers {args.layers}: {e}") from e
     fractions = _fractions(args.fractions, "--fractions")
+    sweep = _fractions(args.sweep_fractions, "--sweep_fractions")
     return {"order": "descending", "fractions": fractions,
-            "sweep_fractions": sorted(set(_fractions(args.sweep_fractions, "--sweep_fractions")) | set(fractions)),
+            "sweep_fractions": sorted(set(sweep) | set(fractions)),
             "layers": layers, "ridge_alpha": float(args.ridge_alpha), "rcond": args.rcond,
             "stats_fingerprint": meta.get("fingerprint")}
 
@@ -138,7 +147,8 @@ def _index_of(fractions: np.ndarray, f: float) -> int:
     return int(np.argmin(np.abs(fractions - f)))
 
 
-def layer_row(layer: int, sums, class_counts, n_texts: int, settings: dict, device) -> tuple[dict, str | None]:
+def layer_row(layer: int, sums, class_counts, n_texts: int, settings: dict,
+              device) -> tuple[dict, str | None]:
     """One row of scores.csv (see the module docstring) and a warning when the baselines failed."""
     sol = solve_layer(sums.XX, sums.XY, sums.C0, sums.C1, rcond=settings["rcond"], order="descending",
                       device=device)
@@ -182,8 +192,9 @@ def summarise(rows: list[dict], meta: dict, settings: dict) -> str:
              f"{'layer':>5} {'logme':>8} {'h_score':>8} {'ls_mse':>8} {'ridge':>8} {'ntps_best':>9} "
              f"{'ntps@' + format(f, 'g'):>9} {'chance':>7} {'whitened':>8} {'lab_r':>5}"]
     for r in rows:
-        lines.append(f"{r['layer']:>5} {_fmt(r['logme']):>8} {_fmt(r['h_score']):>8} {_fmt(r['ls_mse'], '.4f'):>8} "
-                     f"{_fmt(r['ridge_mse'], '.4f'):>8} {_fmt(r['ntps_raw_best']):>9} {_fmt(r['ntps_raw_' + t]):>9} "
+        lines.append(f"{r['layer']:>5} {_fmt(r['logme']):>8} {_fmt(r['h_score']):>8} "
+                     f"{_fmt(r['ls_mse'], '.4f'):>8} {_fmt(r['ridge_mse'], '.4f'):>8} "
+                     f"{_fmt(r['ntps_raw_best']):>9} {_fmt(r['ntps_raw_' + t]):>9} "
                      f"{_fmt(r['chance_' + t]):>7} {_fmt(r['ntps_whitened_' + t]):>8} {r['label_rank']:>5}")
     return "\n".join(lines)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import platform
@@ -61,6 +62,14 @@ def write_json(path: str | os.PathLike, obj) -> None:
     """Write ``obj`` as indented JSON atomically (numpy scalars and arrays allowed)."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n")
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict], columns: list[str]) -> None:
+    """Write dict rows as CSV atomically (None -> empty cell; keys outside ``columns`` ignored)."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
 
 
 def read_json(path: str | os.PathLike):

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 
 DEFAULT_RCOND = 1e-7
+#: ``whiten(method="auto")`` tries Cholesky from this size on; below it ``eigh`` is as cheap.
+CHOLESKY_MIN_DIM = 256
 #: Eigenvalues closer than this (relative to the largest) count as tied (subspace not unique).
 GAP_RTOL = 1e-9
 ORDERS = ("descending", "ascending")
@@ -140,10 +142,16 @@ def _lambda_max_power(B: torch.Tensor, iters: int = 60) -> float:
 
 
 def whiten(B: torch.Tensor, *, rcond: float = DEFAULT_RCOND, atol: float | None = None,
-           allow_cholesky: bool = True) -> Whitener:
-    """Whitening map on the range of the symmetric PSD ``B`` (d, d); see the module docstring."""
+           method: str = "auto") -> Whitener:
+    """Whitening map on the range of the symmetric PSD ``B`` (d, d); see the module docstring.
+
+    ``method``: "cholesky" (fast path, falls back to eigh when B − tol·I is not positive
+    definite), "eigh", or "auto" (Cholesky from ``CHOLESKY_MIN_DIM`` on).
+    """
+    if method not in ("auto", "cholesky", "eigh"):
+        raise ValueError(f"method must be auto, cholesky or eigh, got {method!r}")
     d = B.shape[0]
-    if allow_cholesky:
+    if method == "cholesky" or (method == "auto" and d >= CHOLESKY_MIN_DIM):
         lam_max = _lambda_max_power(B)
         tol = float(atol) if atol is not None else rcond * lam_max
         eye = torch.eye(d, dtype=B.dtype, device=B.device)

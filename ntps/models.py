@@ -485,6 +485,11 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 def _offline_message(name: str, what: str = "model") -> str:
     keys = ", ".join(OFFLINE_MODELS)
+    if what == "tokenizer":
+        return (f"tokenizer {name!r} is not available offline: the Hugging Face hub is unreachable (no "
+                "network, or HF_HUB_OFFLINE=1) and it is not in the local HF cache. Pass a local tokenizer "
+                "directory with --tokenizer_name PATH, or, with network, set HF_HUB_OFFLINE=0 so it can be "
+                "downloaded.")
     return (f"{what} {name!r} is not available offline: the Hugging Face hub is unreachable (no network, "
             f"or HF_HUB_OFFLINE=1) and it is not in the local HF cache. Use one of the offline keys "
             f"({keys}), e.g. --model smollm2-135m, or a local model directory / .gguf file; or, with "
@@ -695,7 +700,8 @@ def load_model_and_tokenizer(name_or_path, *, revision=None, tokenizer_name=None
     except (OSError, ValueError) as exc:
         if tok_res["source"] != "hub" or _is_remote_code_error(exc):
             raise
-        raise _hub_error(tok_label, exc, local_only, what="tokenizer") from exc
+        what = "model" if tok_res is resolved else "tokenizer"
+        raise _hub_error(tok_label, exc, local_only, what=what) from exc
 
     _log(f"loading {name} ({source}) as {str(torch_dtype).removeprefix('torch.')} on {dev}")
     model_kwargs = dict(kwargs, dtype=torch_dtype)
@@ -832,8 +838,9 @@ def main(args) -> int:
     if args.cmd == "list":
         for row in list_offline_models():
             state = "built" if row["cached"] else "not built"
+            size = f"~{row['download_mb']} MB"
             print(f"{row['key']:<20} {row['upstream']:<38} {row['num_hidden_layers']:>3} layers  "
-                  f"d={row['hidden_size']:<5} ~{row['download_mb']} MB  {state}: {row['path']}")
+                  f"d={row['hidden_size']:<5} {size:>8}  {state}: {row['path']}")
         return 0
     keys = list(OFFLINE_MODELS) if args.keys == ["all"] else args.keys
     for key in keys:

@@ -150,7 +150,8 @@ def whitened_sweep(sol: LayerSolution, *, n_texts: float = 1.0, fractions=DEFAUL
     """
     U, V = sol.U, sol.V
     if U.order != "descending":
-        raise ValueError("the whitened variant is defined on the top perception directions: use order='descending'")
+        raise ValueError("the whitened variant is defined on the top perception directions: "
+                         "use order='descending'")
     if ks is not None:
         fractions = None
     c = sol.label_rank
@@ -213,7 +214,8 @@ def excess_loss_bound(Sigma, M, V, *, rcond: float = DEFAULT_RCOND) -> tuple[flo
     sol = generalized_eigh(Sigma, A_factor=M, rcond=rcond, only_nonzero=True)
     c = sol.n_nonzero
     if sol.rank < d:
-        raise ValueError(f"Sigma is singular (rank {sol.rank} < {d}); the bound of SPEC §2.2 needs it positive definite")
+        raise ValueError(f"Sigma is singular (rank {sol.rank} < {d}): the bound of SPEC §2.2 needs it "
+                         "positive definite")
     Qs, s, _ = torch.linalg.svd(sol.whitener.WtB @ V, full_matrices=False)
     Q = Qs[:, s > 1e-10 * s[0]]  # orthonormal basis of span(Σ^{1/2} V), V may be rank-deficient
     ntps_w = float(((Q.T @ sol.Y) ** 2).sum()) / c

@@ -552,7 +552,8 @@ def info_layers(lm) -> int:
 
 def build_classifier(args, mode: str, num_classes: int, device):
     """(classifier, tokenizer, model info) with exactly the parameters of ``mode`` trainable."""
-    lm, tokenizer, info = _load_lm(args, device)
+    # scratch: the pretrained weights are only read for the config and tokenizer quirks, on the CPU
+    lm, tokenizer, info = _load_lm(args, "cpu" if mode == "scratch" else device)
     d = info["hidden_size"]
     torch.manual_seed(args.seed)
     if mode == "scratch":
@@ -564,7 +565,7 @@ def build_classifier(args, mode: str, num_classes: int, device):
                                               dtype=torch.float32 if args.dtype == "auto" else
                                               getattr(torch, args.dtype))
         info = {**info, "initialisation": f"random (AutoModelForCausalLM.from_config, seed {args.seed})",
-                "dtype": str(next(lm.parameters()).dtype).removeprefix("torch.")}
+                "dtype": str(next(lm.parameters()).dtype).removeprefix("torch."), "device": str(device)}
         lm.to(device)
     backbone = decoder_of(lm)
     if mode == "lora":
@@ -706,8 +707,11 @@ def train(args, mode: str, prog: str = "train") -> dict:
     step, train_time = 0, 0.0
     resumed_from = None
     if args.resume_from_checkpoint:
-        path = find_checkpoint(out, args.resume_from_checkpoint)
-        state = load_checkpoint(path, clf, optimizer, scheduler, run_key)
+        try:
+            path = find_checkpoint(out, args.resume_from_checkpoint)
+            state = load_checkpoint(path, clf, optimizer, scheduler, run_key)
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(f"{prog}: {e}") from e
         step, train_time = int(state["step"]), float(state.get("train_time_s", 0.0))
         resumed_from = str(path)
         _log(f"resumed from {path} at step {step}")

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_models import make_bpe_tokenizer, make_tokenizer, tiny_model
 
 import cache
 import K_sweep
 from ntps.accumulate import NonFiniteHiddenStates, StatsAccumulator
 from ntps.artifacts import load_stats
-from test_models import make_bpe_tokenizer, make_tokenizer, tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "tiny_sentiment.csv"

@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from naive import naive_ntps
+from test_score import random_stats
 
 import K_sweep
-from naive import naive_ntps
 from ntps.artifacts import LayerSums, Stats, load_stats, save_stats
-from test_score import random_stats
 
 
 def make_artifact(path, n_layers=3, d=16, C=3, N=300, seed=0):

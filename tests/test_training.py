@@ -53,7 +53,8 @@ def tiny_lm(tmp_path_factory) -> Path:
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                        unk_token="<unk>")
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
@@ -101,8 +102,9 @@ def test_batch_indices_are_seeded_epoch_permutations():
     assert sorted(np.concatenate(epoch0).tolist()) == list(range(n))
     epoch1 = np.concatenate([training.batch_indices(n, b, s, seed=1) for s in range(3, 6)])
     assert sorted(epoch1.tolist()) == list(range(n)) and not np.array_equal(epoch1, np.concatenate(epoch0))
-    assert np.array_equal(training.batch_indices(n, b, 4, seed=1), training.batch_indices(n, b, 4, seed=1))
-    assert not np.array_equal(training.batch_indices(n, b, 0, seed=1), training.batch_indices(n, b, 0, seed=2))
+    bi = training.batch_indices
+    assert np.array_equal(bi(n, b, 4, seed=1), bi(n, b, 4, seed=1))
+    assert not np.array_equal(bi(n, b, 0, seed=1), bi(n, b, 0, seed=2))
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
@@ -129,7 +131,7 @@ def test_adafactor_has_the_papers_settings():
     p = torch.nn.Parameter(torch.zeros(3, 3))
     opt = training.build_optimizer([p], "adafactor", 1e-4)
     g = opt.param_groups[0]
-    assert (g["lr"], g["relative_step"], g["scale_parameter"], g["warmup_init"]) == (1e-4, False, False, False)
+    assert g["lr"] == 1e-4 and not (g["relative_step"] or g["scale_parameter"] or g["warmup_init"])
     assert (g["clip_threshold"], g["decay_rate"], g["weight_decay"]) == (1.0, -0.8, 1e-5)
     sched = training.build_scheduler(opt, "cosine", 5, 100)
     assert sched.get_last_lr()[0] == 0.0  # linear warm-up from 0
@@ -147,7 +149,8 @@ def test_adafactor_has_the_papers_settings():
 
 def test_linear_training_end_to_end_trains_only_the_head(tiny_lm, tmp_path, spy):
     out = tmp_path / "linear"
-    res = linear_training.main(linear_training.parse_args(argv(tiny_lm, out, "--epochs", "2", "--lr", "1e-2")))
+    run = ("--epochs", "2", "--lr", "1e-2")
+    res = linear_training.main(linear_training.parse_args(argv(tiny_lm, out, *run)))
     assert res["steps"] == 2 * 7 and res["mode"] == "linear"  # 28 train texts, batch 4
     assert 0.0 <= res["test_accuracy"] <= 1.0 and res["n_test"] == 12
     assert {"balanced_accuracy", "wall_time_s", "config", "environment"} <= set(res)
@@ -160,7 +163,7 @@ def test_linear_training_end_to_end_trains_only_the_head(tiny_lm, tmp_path, spy)
     head = load_file(str(out / "head.safetensors"))
     assert head["weight"].shape == (2, 32)
     # a rerun with the same settings is up to date; other settings need --overwrite
-    again = linear_training.main(linear_training.parse_args(argv(tiny_lm, out, "--epochs", "2", "--lr", "1e-2")))
+    again = linear_training.main(linear_training.parse_args(argv(tiny_lm, out, *run)))
     assert again["reused"] and again["test_accuracy"] == res["test_accuracy"]
     with pytest.raises(SystemExit, match="overwrite"):
         linear_training.main(linear_training.parse_args(argv(tiny_lm, out, "--epochs", "3")))
@@ -217,13 +220,15 @@ def test_resumed_run_ends_with_the_same_weights(tiny_lm, tmp_path):
         argv(tiny_lm, tmp_path / "b", *common, "--stop_after_steps", "3")))
     assert part["status"] == "stopped" and part["steps"] == 3
     ckpt = tmp_path / "b" / training.CHECKPOINT_DIR / "step-0000003"
-    assert {p.name for p in ckpt.iterdir()} == {"trainable.safetensors", "training_state.pt", "trainer_state.json"}
+    files = {p.name for p in ckpt.iterdir()}
+    assert files == {"trainable.safetensors", "training_state.pt", "trainer_state.json"}
     torch.load(ckpt / "training_state.pt", weights_only=True)  # tensors and plain values only
     with pytest.raises(SystemExit, match="resume_from_checkpoint"):
         lora_finetuning.main(lora_finetuning.parse_args(argv(tiny_lm, tmp_path / "b", *common)))
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(SystemExit, match="other settings"):
         lora_finetuning.main(lora_finetuning.parse_args(
-            argv(tiny_lm, tmp_path / "b", "--max_steps", "7", "--lr", "1e-2", "--resume_from_checkpoint", "latest")))
+            argv(tiny_lm, tmp_path / "b", "--max_steps", "7", "--lr", "1e-2",
+                 "--resume_from_checkpoint", "latest")))
     resumed = lora_finetuning.main(lora_finetuning.parse_args(
         argv(tiny_lm, tmp_path / "b", *common, "--resume_from_checkpoint", "latest")))
     assert resumed["resumed_from"].endswith("step-0000003") and resumed["steps"] == 6
@@ -238,7 +243,8 @@ def test_resumed_run_ends_with_the_same_weights(tiny_lm, tmp_path):
 
 def test_bad_inputs_give_clear_errors(tiny_lm, tmp_path):
     with pytest.raises(SystemExit, match="unknown dataset"):
-        linear_training.main(linear_training.parse_args(argv(tiny_lm, tmp_path / "x", dataset="no-such-dataset")))
+        linear_training.main(linear_training.parse_args(
+            argv(tiny_lm, tmp_path / "x", dataset="no-such-dataset")))
     bad = tmp_path / "bad.csv"
     bad.write_text("text,label\n" + "".join(f"text number {i},{1 + i % 2}\n" for i in range(20)))
     with pytest.raises(SystemExit, match=r"0\.\.C-1|0\.\.1|labels"):
@@ -246,7 +252,7 @@ def test_bad_inputs_give_clear_errors(tiny_lm, tmp_path):
     with pytest.raises(SystemExit, match="gradient_accumulation_steps"):
         linear_training.main(linear_training.parse_args(
             argv(tiny_lm, tmp_path / "z", "--gradient_accumulation_steps", "3")))
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    with pytest.raises(SystemExit, match="no checkpoint"):
         lora_finetuning.main(lora_finetuning.parse_args(
             argv(tiny_lm, tmp_path / "w", "--max_steps", "2", "--resume_from_checkpoint", "latest")))
 
@@ -262,7 +268,7 @@ def test_ntps_lora_end_to_end(tiny_lm, tmp_path):
     assert set(ntps_lora.ROW_COLUMNS) <= set(row)
     assert row["gain"] == pytest.approx(row["lora_acc"] - row["linear_acc"])
     assert 0.0 <= row["ntps_before"] <= 1.0 and 0.0 <= row["ntps_after"] <= 1.0
-    base = Path(res["stats_before"]).parent.parent
+    base = Path(res["stats_before"]).parent
     rows = list(csv.DictReader(open(base / "ntps_lora.csv")))
     assert len(rows) == 1 and rows[0]["model"] == str(tiny_lm)
     sweep = list(csv.DictReader(open(base / "ntps_lora_sweep.csv")))
