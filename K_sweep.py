@@ -29,8 +29,9 @@ from ntps.cli import (
     parse_float_list,
     parse_int_list,
     resolve_device,
+    run,
 )
-from ntps.io import environment_info, read_json, slugify, write_csv, write_json
+from ntps.io import environment_info, previous_result, slugify, write_csv, write_json
 from ntps.linalg import DEFAULT_RCOND, ORDERS
 from ntps.score import DEFAULT_FRACTIONS, VARIANTS, ntps_sweep, solve_layer, whitened_sweep
 
@@ -108,14 +109,10 @@ def main(args) -> dict:
     out_dir = Path(args.output_dir or stats_dir)
     stem = f"ntps_{args.variant}_{args.order}"
     json_path, csv_path = out_dir / f"{stem}.json", out_dir / f"{stem}.csv"
-    if json_path.exists() and csv_path.exists() and not args.overwrite:
-        previous = read_json(json_path)
-        if previous.get("settings") == settings:
-            print(f"[K_sweep] up to date: {json_path} (pass --overwrite to recompute)")
-            print(summarise(previous["rows"], meta, settings))
-            return previous
-        sys.exit(f"K_sweep.py: {json_path} exists with other settings or statistics "
-                 f"({previous.get('settings')}); pass --overwrite to replace it")
+    previous = previous_result(json_path, csv_path, settings, args.overwrite, "K_sweep.py")
+    if previous is not None:
+        print(summarise(previous["rows"], meta, settings))
+        return previous
     device = resolve_device(args.device)
     rows, t0 = [], time.perf_counter()
     for layer in tqdm(settings["layers"], desc="K_sweep layers", unit="layer", file=sys.stderr):
@@ -154,4 +151,4 @@ def main(args) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run(main, parse_args, "K_sweep.py")

@@ -33,7 +33,15 @@ from tqdm.auto import tqdm
 
 from ntps.accumulate import StatsAccumulator
 from ntps.artifacts import ArtifactError, fingerprint, read_meta, save_stats, save_stats_file
-from ntps.cli import DEFAULT_DATASET, DEFAULT_MODEL, DEFAULT_OUTPUT_DIR, HelpFormatter, parse_int_list, resolve_device
+from ntps.cli import (
+    DEFAULT_DATASET,
+    DEFAULT_MODEL,
+    DEFAULT_OUTPUT_DIR,
+    HelpFormatter,
+    parse_int_list,
+    resolve_device,
+    run,
+)
 from ntps.io import atomic_path, environment_info, read_json, slugify, write_json
 
 DEFAULT_MAX_SAMPLES = 1000
@@ -314,4 +322,4 @@ def load_stats_file(path: Path, layers: list[int]):
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run(main, parse_args, "cache.py")

@@ -62,7 +62,7 @@ from ntps.cli import (
     parse_int_list,
     resolve_device,
 )
-from ntps.io import environment_info, read_json, slugify, write_csv, write_json
+from ntps.io import environment_info, previous_result, slugify, write_csv, write_json
 from ntps.linalg import DEFAULT_RCOND
 from ntps.score import DEFAULT_FRACTIONS, ntps_sweep, solve_layer, whitened_sweep
 
@@ -208,14 +208,10 @@ def main(args) -> dict:
     settings = settings_of(args, meta)
     out_dir = Path(args.output_dir or stats_dir)
     json_path, csv_path = out_dir / f"{OUT_STEM}.json", out_dir / f"{OUT_STEM}.csv"
-    if json_path.exists() and csv_path.exists() and not args.overwrite:
-        previous = read_json(json_path)
-        if previous.get("settings") == settings:
-            print(f"[scores] up to date: {json_path} (pass --overwrite to recompute)")
-            print(summarise(previous["rows"], meta, settings))
-            return previous
-        raise SystemExit(f"scores.py: {json_path} exists with other settings or statistics "
-                         f"({previous.get('settings')}); pass --overwrite to replace it")
+    previous = previous_result(json_path, csv_path, settings, args.overwrite, "scores.py")
+    if previous is not None:
+        print(summarise(previous["rows"], meta, settings))
+        return previous
     device = resolve_device(args.device)
     print(f"[scores] {stats_dir}: {len(settings['layers'])} layers, fractions {settings['fractions']}, "
           f"ridge_alpha {settings['ridge_alpha']}, device {device}", file=sys.stderr)

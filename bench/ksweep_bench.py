@@ -39,9 +39,10 @@ def random_statistics(d: int, C: int, seed: int, device):
 def naive_sweep(XX, XY, C0, C1, fractions, rcond=1e-7, dtype=torch.float32):
     """The reference algorithm: full eigendecompositions, then a pinv projector per fraction."""
     def gen_eigh(A, B):
-        b, Q = torch.linalg.eigh(B)
+        s = B.diagonal().rsqrt()  # the same tolerance convention: relative on the unit-diagonal matrix
+        b, Q = torch.linalg.eigh(s[:, None] * B * s[None, :])
         keep = b > rcond * b.max()
-        W = Q[:, keep] / b[keep].sqrt()
+        W = s[:, None] * Q[:, keep] / b[keep].sqrt()
         lam, Y = torch.linalg.eigh(W.T @ A @ W)
         return lam.flip(0), (W @ Y).flip(1), int(keep.sum())
 

@@ -48,3 +48,25 @@ def resolve_device(name: str) -> torch.device:
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     pass
+
+
+def run(main, parse_args, script: str) -> None:
+    """Entry point of a script: user errors (unknown dataset, model not available offline, bad
+    labels, corrupt artifact ...) are printed as one clear message with exit status 2, not a
+    traceback. Programming errors still raise."""
+    from .artifacts import ArtifactError
+    from .fetch import FetchError
+
+    user_errors: tuple[type[BaseException], ...] = (KeyError, ValueError, ArtifactError, FetchError)
+    try:
+        from .data import DatasetUnavailableError
+        from .models import ModelNotAvailableError
+
+        user_errors += (DatasetUnavailableError, ModelNotAvailableError)
+    except ImportError:
+        pass
+    try:
+        main(parse_args())
+    except user_errors as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        raise SystemExit(f"{script}: error: {msg}") from None

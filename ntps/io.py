@@ -72,6 +72,19 @@ def write_csv(path: str | os.PathLike, rows: list[dict], columns: list[str]) -> 
         w.writerows(rows)
 
 
+def previous_result(json_path: Path, csv_path: Path, settings: dict, overwrite: bool, script: str) -> dict | None:
+    """The saved result when it was computed with ``settings`` (rerun = no-op), None when there is
+    none or ``overwrite``; SystemExit when results of other settings would be replaced silently."""
+    if overwrite or not (Path(json_path).exists() and Path(csv_path).exists()):
+        return None
+    previous = read_json(json_path)
+    if previous.get("settings") == settings:
+        print(f"[{script}] up to date: {json_path} (pass --overwrite to recompute)")
+        return previous
+    raise SystemExit(f"{script}: {json_path} exists with other settings or statistics "
+                     f"({previous.get('settings')}); pass --overwrite to replace it")
+
+
 def read_json(path: str | os.PathLike):
     return json.loads(Path(path).read_text())
 

@@ -5,13 +5,15 @@ cuSOLVER on a GPU (``device="cuda"``).
 
 Algorithm for ``A x = λ B x`` with ``B`` symmetric PSD, possibly singular:
 
-1. *Whitening.* ``W`` (d, r) with ``Wᵀ B W = I_r`` on the range of ``B``. Directions with an
-   eigenvalue of ``B`` at or below ``tol`` are dropped, where ``tol = rcond · λ_max(B)``
-   (relative, the default) or ``atol`` (absolute; ``atol=1e-8`` reproduces the authors'
-   K_sweep). Fast path: when ``B − tol·I`` admits a Cholesky factorisation, every eigenvalue
-   exceeds ``tol``, nothing is dropped and ``W = L⁻ᵀ`` with ``B = L Lᵀ`` (two Cholesky
-   factorisations instead of an eigendecomposition). Otherwise ``W = Q_r diag(b_r)^-½`` from
-   ``eigh(B)``. Both give the same generalized eigenvectors.
+1. *Whitening.* ``W`` (d, r) with ``Wᵀ B W = I_r`` on the range of ``B``. ``B`` is first
+   Jacobi-scaled to unit diagonal (``Bs = S B S``; the eigenproblem is invariant to this change
+   of variables), then directions with an eigenvalue of ``Bs`` at or below
+   ``tol = rcond · λ_max(Bs)`` are dropped (relative, the default); ``atol`` instead applies an
+   absolute threshold to the unscaled ``B`` (``atol=1e-8`` reproduces the authors' K_sweep).
+   Fast path: when ``Bs − tol·I`` admits a Cholesky factorisation, every eigenvalue exceeds
+   ``tol``, nothing is dropped and ``W = S L⁻ᵀ`` with ``Bs = L Lᵀ`` (two Cholesky
+   factorisations instead of an eigendecomposition). Otherwise ``W = S Q_r diag(b_r)^-½`` from
+   ``eigh(Bs)``. Both give the same generalized eigenvectors.
 2. *Reduced problem.* ``Wᵀ A W y = λ y``. When ``A = F Fᵀ`` is given by a thin factor ``F``
    (d, m) with ``m < r`` (the perception problem, ``m = C``), a thin SVD of ``Wᵀ F`` replaces
    the r×r eigendecomposition. Eigenvectors map back as ``X = W Y`` (columns B-orthonormal).
@@ -21,9 +23,9 @@ Algorithm for ``A x = λ B x`` with ``B`` symmetric PSD, possibly singular:
    (``xᵀBx / xᵀx``, i.e. PCA restricted to the block), computed by one eigendecomposition of
    the block. Deterministic up to signs, which no subspace depends on.
 
-``DEFAULT_RCOND = 1e-7`` is the float32 machine epsilon: the statistics are accumulated
-from hidden states of at most float32 precision, so eigenvalues of ``B`` below ~1e-7 · λ_max
-are indistinguishable from round-off.
+``DEFAULT_RCOND = 1e-7`` is about the float32 machine epsilon: the statistics are accumulated
+from hidden states of at most float32 precision, so eigenvalues of the scaled ``Bs`` below
+~1e-7 · λ_max are indistinguishable from round-off.
 """
 
 from __future__ import annotations
@@ -141,39 +143,57 @@ def _lambda_max_power(B: torch.Tensor, iters: int = 60) -> float:
     return float(v @ (B @ v))
 
 
+def jacobi_scale(B: torch.Tensor) -> torch.Tensor:
+    """s (d,) with ``diag(s) B diag(s)`` of unit diagonal; 0 for coordinates with zero variance."""
+    dg = B.diagonal()
+    if bool((dg < 0).any()):
+        raise ValueError("the matrix has negative diagonal entries: not a sum of outer products (PSD)")
+    return torch.where(dg > 0, dg.clamp_min(torch.finfo(B.dtype).tiny).rsqrt(), torch.zeros_like(dg))
+
+
 def whiten(B: torch.Tensor, *, rcond: float = DEFAULT_RCOND, atol: float | None = None,
            method: str = "auto") -> Whitener:
     """Whitening map on the range of the symmetric PSD ``B`` (d, d); see the module docstring.
 
-    ``method``: "cholesky" (fast path, falls back to eigh when B − tol·I is not positive
+    With ``rcond`` the tolerance applies to the Jacobi-scaled matrix ``Bs = S B S`` (unit diagonal,
+    ``S = diag(B)^-½``): eigenvalues of ``Bs`` at or below ``rcond · λ_max(Bs)`` are dropped. The
+    generalized eigenproblem is invariant to this change of variables, and the rank decision no
+    longer depends on the units of individual features (hidden states have a few "massive"
+    dimensions whose variance exceeds the others' by 10⁶ or more). With ``atol`` the threshold
+    is absolute on the unscaled eigenvalues, as in the authors' code.
+
+    ``method``: "cholesky" (fast path, falls back to eigh when Bs − tol·I is not positive
     definite), "eigh", or "auto" (Cholesky from ``CHOLESKY_MIN_DIM`` on).
     """
     if method not in ("auto", "cholesky", "eigh"):
         raise ValueError(f"method must be auto, cholesky or eigh, got {method!r}")
     d = B.shape[0]
-    if method == "cholesky" or (method == "auto" and d >= CHOLESKY_MIN_DIM):
-        lam_max = _lambda_max_power(B)
+    s = jacobi_scale(B) if atol is None else torch.ones(d, dtype=B.dtype, device=B.device)
+    s_inv = torch.where(s > 0, 1.0 / s.clamp_min(torch.finfo(B.dtype).tiny), torch.zeros_like(s))
+    Bs = B * s[:, None] * s[None, :]
+    if (method == "cholesky" or (method == "auto" and d >= CHOLESKY_MIN_DIM)) and bool((s > 0).all()):
+        lam_max = _lambda_max_power(Bs)
         tol = float(atol) if atol is not None else rcond * lam_max
         eye = torch.eye(d, dtype=B.dtype, device=B.device)
         # a margin for the power-iteration estimate (a lower bound) and round-off
-        _, info = torch.linalg.cholesky_ex(B - (1.01 * tol + 64 * d * np.finfo(float).eps * lam_max) * eye)
+        _, info = torch.linalg.cholesky_ex(Bs - (1.01 * tol + 64 * d * np.finfo(float).eps * lam_max) * eye)
         if int(info) == 0:
-            L, info = torch.linalg.cholesky_ex(B)
-            if int(info) == 0:
+            L, info = torch.linalg.cholesky_ex(Bs)
+            if int(info) == 0:  # W = S L⁻ᵀ, Wᵀ B = Lᵀ S⁻¹
                 Linv = torch.linalg.solve_triangular(L, eye, upper=False)
-                return Whitener(W=Linv.T, WtB=L.T, rank=d, tol=tol, lambda_max=lam_max, method="cholesky")
-    b, Q = torch.linalg.eigh(B)
-    b, Q = b.flip(0), Q.flip(1)  # descending variance
+                return Whitener(W=s[:, None] * Linv.T, WtB=L.T * s_inv[None, :], rank=d, tol=tol,
+                                lambda_max=lam_max, method="cholesky")
+    b, Q = torch.linalg.eigh(Bs)
+    b, Q = b.flip(0), Q.flip(1)  # descending (scaled) variance
     lam_max = float(b[0])
     tol = float(atol) if atol is not None else rcond * lam_max
-    keep = b > tol
-    r = int(keep.sum())
+    r = int((b > tol).sum())
     if r == 0:
         raise ValueError(f"every eigenvalue of the matrix is <= tol = {tol:.3g}: nothing to whiten "
                          "(too few texts, or an absolute --atol too large for these sums)")
-    Qr, br = Q[:, :r], b[:r]
-    return Whitener(W=Qr / br.sqrt(), WtB=(Qr * br.sqrt()).T, rank=r, tol=tol, lambda_max=lam_max,
-                    method="eigh")
+    Qr, br = Q[:, :r], b[:r]  # W = S Q_r b^-½, Wᵀ B = b^½ Q_rᵀ S⁻¹
+    return Whitener(W=s[:, None] * Qr / br.sqrt(), WtB=(Qr * br.sqrt()).T * s_inv[None, :], rank=r, tol=tol,
+                    lambda_max=lam_max, method="eigh")
 
 
 def _order_null_block(N: torch.Tensor, W: torch.Tensor) -> torch.Tensor:

@@ -6,9 +6,10 @@ import numpy as np
 
 def naive_gen_eigh(A, B, rcond):
     """Eigenpairs of A x = λ B x on range(B), descending λ; columns B-orthonormal."""
-    b, Q = np.linalg.eigh((B + B.T) / 2)
+    s = 1 / np.sqrt(np.diag(B))  # the documented convention: tolerance on the unit-diagonal matrix
+    b, Q = np.linalg.eigh(s[:, None] * (B + B.T) / 2 * s[None, :])
     keep = b > rcond * b.max()
-    W = Q[:, keep] / np.sqrt(b[keep])
+    W = s[:, None] * Q[:, keep] / np.sqrt(b[keep])
     lam, Y = np.linalg.eigh(W.T @ A @ W)
     idx = np.argsort(-lam, kind="stable")
     return lam[idx], W @ Y[:, idx], int(keep.sum())

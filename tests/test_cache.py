@@ -97,19 +97,22 @@ def test_accumulator_rejects_bad_labels_nonfinite_states_and_empty_texts():
     bad[1, 1, 2] = float("inf")
     with pytest.raises(NonFiniteHiddenStates, match="float32"):
         acc.add_batch([bad], mask, torch.tensor([0, 1]))
+    acc = StatsAccumulator([0], 4, 2)
     mask[1] = 0
     with pytest.raises(ValueError, match="no tokens"):
         acc.add_batch(H, mask, torch.tensor([0, 1]))
-    assert acc.n_texts == 0  # nothing was added by the failed batches
+    assert acc.n_texts == 0  # nothing was added by the rejected batch
 
 
-def test_nonfinite_at_pad_positions_is_ignored():
+def test_left_padding_with_nan_at_pad_positions_is_ignored():
     acc = StatsAccumulator([0], 4, 2)
     H = torch.ones(2, 3, 4)
-    H[0, 2] = float("nan")
-    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    H[0, 0] = float("nan")  # a fully masked attention row can give NaN at a left pad position
+    mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
     acc.add_batch([H], mask, torch.tensor([0, 1]))
-    assert torch.isfinite(acc.C0).all() and torch.isfinite(acc.XX).all()
+    s = acc.to_stats()
+    assert torch.isfinite(s.layers[0].C0).all() and torch.isfinite(s.layers[0].XX).all()
+    assert s.n_pairs == 3 and s.n_tokens == 5
 
 
 # --- cache.py on tiny models ----------------------------------------------------------------------

@@ -218,3 +218,19 @@ def test_bad_options_raise():
         ntps_sweep(sol, fractions=[0.0, 0.5])
     with pytest.raises(ValueError, match="positive"):
         ntps_sweep(sol, ks=[0])
+
+
+def test_rank_decision_ignores_feature_units_but_atol_does_not():
+    # a "massive activation": one feature 1e5 times larger than the others (variance 1e10 times)
+    rng = np.random.default_rng(10)
+    XX, XY, C0, C1 = random_stats(rng, d=30, N=400)
+    D = np.ones(30)
+    D[0] = 1e5
+    scaled = [D[:, None] * XX * D[None, :], D[:, None] * XY, D[:, None] * C0 * D[None, :], D[:, None] * C1 * D[None, :]]
+    b = np.linalg.eigvalsh(scaled[0])
+    assert (b > 1e-7 * b.max()).sum() < 30  # an unscaled relative tolerance would drop real directions
+    sol = solve_layer(*scaled)
+    assert sol.U.rank == sol.V.rank == 30
+    # the subspaces map exactly: U_scaled = D⁻¹ U, so the label directions' Σ-geometry is unchanged
+    ref = solve_layer(XX, XY, C0, C1)
+    np.testing.assert_allclose(sol.U.values.numpy(), ref.U.values.numpy(), rtol=1e-6)
