@@ -43,7 +43,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -52,7 +51,7 @@ import torch
 
 from ntps.artifacts import ArtifactError, load_stats, read_meta
 from ntps.cli import DEFAULT_DATASET, DEFAULT_MODEL, DEFAULT_OUTPUT_DIR, HelpFormatter, resolve_device
-from ntps.io import atomic_path, environment_info, slugify, write_json
+from ntps.io import environment_info, slugify, write_csv, write_json
 from ntps.linalg import DEFAULT_RCOND, generalized_eigh
 from ntps.score import solve_layer
 
@@ -263,20 +262,13 @@ def parse_args(argv=None):
     return args
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
-
-
 def _default(value, fallback):
     return fallback if value is None else value
 
 
 def main(args) -> dict:
-    from cache import base_model
     from ntps.models import load_model_and_tokenizer
+    from ntps.text import decoder_of
 
     stats_dir = Path(args.stats_dir)
     try:
@@ -332,7 +324,7 @@ def main(args) -> dict:
     if not same_model and model_name != meta.get("model"):
         log(f"[alignment_vis] note: projecting states of {model_name} on directions from {meta.get('model')}")
     try:
-        H, tokens = word_states(base_model(model), tok, words, layer, info["n_states"], device,
+        H, tokens = word_states(decoder_of(model), tok, words, layer, info["n_states"], device,
                                 add_special_tokens=not args.no_special_tokens,
                                 leading_space=args.leading_space, allow_unk=args.allow_unk)
     except ValueError as e:
@@ -370,7 +362,7 @@ def main(args) -> dict:
     }
     json_path, csv_path = out_dir / "projections.json", out_dir / "projections.csv"
     write_json(json_path, record)
-    write_csv(csv_path, rows)
+    write_csv(csv_path, rows, CSV_COLUMNS)
 
     from fig_plot import fig1
 

@@ -43,6 +43,7 @@ from ntps.cli import (
     run,
 )
 from ntps.io import atomic_path, environment_info, read_json, slugify, write_json
+from ntps.text import decoder_of, length_sorted_shards, pad_batch, tokenize
 
 DEFAULT_MAX_SAMPLES = 1000
 PARTIAL_DIR = ".partial"
@@ -96,45 +97,6 @@ def dist_info() -> tuple[int, int, int]:
 def barrier(world: int) -> None:
     if world > 1:
         torch.distributed.barrier()
-
-
-def make_batches(lengths: np.ndarray, batch_size: int, shard_size: int) -> list[list[np.ndarray]]:
-    """Shards of batches of text indices, texts sorted by (length, index) so padding is small."""
-    order = np.lexsort((np.arange(len(lengths)), lengths))
-    per_shard = max(1, shard_size // batch_size) * batch_size
-    shards = []
-    for s in range(0, len(order), per_shard):
-        chunk = order[s: s + per_shard]
-        shards.append([chunk[b: b + batch_size] for b in range(0, len(chunk), batch_size)])
-    return shards
-
-
-def pad_batch(ids: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token lists into (B, T) input ids and mask."""
-    T = max(len(x) for x in ids)
-    out = torch.full((len(ids), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), T), dtype=torch.long)
-    for i, x in enumerate(ids):
-        out[i, : len(x)] = torch.tensor(x)
-        mask[i, : len(x)] = 1
-    return out.to(device), mask.to(device)
-
-
-def base_model(model):
-    """The decoder without its LM head: hidden states are all we need."""
-    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
-    return base if isinstance(base, torch.nn.Module) else model
-
-
-def tokenize(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], int]:
-    enc = tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
-    truncated = sum(len(x) > max_length for x in enc)
-    ids = [x[:max_length] for x in enc]
-    empty = [i for i, x in enumerate(ids) if len(x) == 0]
-    if empty:
-        raise ValueError(f"{len(empty)} texts tokenize to zero tokens (first indices {empty[:5]}): "
-                         "drop empty texts from the dataset")
-    return ids, truncated
 
 
 class FeatureWriter:
@@ -228,7 +190,7 @@ def main(args) -> Path:
 
     ids, truncated = tokenize(tokenizer, data.texts, args.max_length)
     lengths = np.array([len(x) for x in ids])
-    shards = make_batches(lengths, args.batch_size, args.shard_size)
+    shards = length_sorted_shards(lengths, args.batch_size, args.shard_size)
     mine = list(range(rank, len(shards), world))
     acc = StatsAccumulator(layers, d, data.num_classes, device=device)
     ckpt, done_file = partial / f"rank{rank}of{world}.safetensors", partial / f"rank{rank}of{world}.json"
@@ -256,7 +218,7 @@ def main(args) -> Path:
         log(f"[cache] capped at --max_samples {args.max_samples} texts (pass --max_samples 0 for the whole split)")
 
     labels_t = torch.as_tensor(data.labels)
-    net = base_model(model)
+    net = decoder_of(model)
     n_batches = sum(len(shards[s]) for s in todo)
     computed_tokens = 0
     t_loop = time.perf_counter()

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import cache  # noqa: E402
 from ntps.accumulate import StatsAccumulator  # noqa: E402
 from ntps.cli import resolve_device  # noqa: E402
 from ntps.data import load_split  # noqa: E402
 from ntps.models import load_model_and_tokenizer  # noqa: E402
+from ntps.text import decoder_of, length_sorted_shards, pad_batch, tokenize  # noqa: E402
 
 
 def sync(device):
@@ -46,31 +46,31 @@ def main(argv=None):
     args = p.parse_args(argv)
     device = resolve_device(args.device)
     model, tok, info = load_model_and_tokenizer(args.model, dtype=args.dtype, device=device)
-    net = cache.base_model(model)
+    net = decoder_of(model)
     full = load_split(args.dataset, "train")
-    ids_all, _ = cache.tokenize(tok, full.texts, args.max_length)
+    ids_all, _ = tokenize(tok, full.texts, args.max_length)
     lengths_all = np.array([len(x) for x in ids_all])
-    shards = cache.make_batches(lengths_all, args.batch_size, shard_size=len(lengths_all))
+    shards = length_sorted_shards(lengths_all, args.batch_size, shard_size=len(lengths_all))
     padded = sum(len(b) * lengths_all[b].max() for s in shards for b in s)
     overhead = padded / lengths_all.sum()
 
     data = load_split(args.dataset, "train", max_samples=args.n_texts, seed=0)
-    ids, _ = cache.tokenize(tok, data.texts, args.max_length)
+    ids, _ = tokenize(tok, data.texts, args.max_length)
     lengths = np.array([len(x) for x in ids])
-    batches = [b for s in cache.make_batches(lengths, args.batch_size, len(ids)) for b in s]
+    batches = [b for s in length_sorted_shards(lengths, args.batch_size, len(ids)) for b in s]
     layers = list(range(info["n_states"]))
     acc = StatsAccumulator(layers, info["hidden_size"], data.num_classes, device=device)
     labels = torch.as_tensor(data.labels)
     t_a = t_b = 0.0
     with torch.inference_mode():
-        warm = cache.pad_batch([ids[i] for i in batches[0]], tok.pad_token_id, device)
+        warm = pad_batch([ids[i] for i in batches[0]], tok.pad_token_id, device)
         acc.add_batch(net(input_ids=warm[0], attention_mask=warm[1], output_hidden_states=True).hidden_states,
                       warm[1], labels[batches[0]])
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         peak = {}
         for idx in batches:
-            x, mask = cache.pad_batch([ids[i] for i in idx], tok.pad_token_id, device)
+            x, mask = pad_batch([ids[i] for i in idx], tok.pad_token_id, device)
             sync(device)
             t = time.perf_counter()
             net(input_ids=x, attention_mask=mask, output_hidden_states=True, use_cache=False)

@@ -18,6 +18,7 @@ import cache
 import K_sweep
 from ntps.accumulate import NonFiniteHiddenStates, StatsAccumulator
 from ntps.artifacts import load_stats
+from ntps.text import decoder_of, length_sorted_shards, tokenize
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "tiny_sentiment.csv"
@@ -139,7 +140,7 @@ def per_text_states(model_dir, texts):
     from ntps.models import load_model_and_tokenizer
 
     model, tok, _ = load_model_and_tokenizer(str(model_dir))
-    net = cache.base_model(model)
+    net = decoder_of(model)
     out = []
     with torch.inference_mode():
         for t in texts:
@@ -235,14 +236,14 @@ def test_empty_and_one_token_texts(tiny_dirs):
 
     _, tok, _ = load_model_and_tokenizer(str(tiny_dirs["llama"]))
     with pytest.raises(ValueError, match="zero tokens"):
-        cache.tokenize(tok, ["the cat", ""], 16)
-    ids, truncated = cache.tokenize(tok, ["cat", "the cat sat on the mat"], 3)
+        tokenize(tok, ["the cat", ""], 16)
+    ids, truncated = tokenize(tok, ["cat", "the cat sat on the mat"], 3)
     assert [len(x) for x in ids] == [1, 3] and truncated == 1
 
 
 def test_batches_sorted_by_length_cover_every_text_once():
     lengths = np.array([5, 1, 9, 3, 3, 7, 2])
-    shards = cache.make_batches(lengths, batch_size=2, shard_size=4)
+    shards = length_sorted_shards(lengths, batch_size=2, shard_size=4)
     flat = np.concatenate([b for s in shards for b in s])
     assert sorted(flat.tolist()) == list(range(7))
     assert (np.diff(lengths[flat]) >= 0).all() and [len(s) for s in shards] == [2, 2]
