@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from ntps.cli import HelpFormatter
+from ntps.cli import HelpFormatter, run
 from ntps.training import add_training_args, train
 
 MODE = "scratch"
@@ -31,4 +31,4 @@ def main(args) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run(main, parse_args, "from_scratch.py")

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from ntps.cli import DEFAULT_DATASET, DEFAULT_MODEL, DEFAULT_OUTPUT_DIR, HelpFormatter, parse_int_list
+from ntps.cli import DEFAULT_DATASET, DEFAULT_MODEL, DEFAULT_OUTPUT_DIR, HelpFormatter, parse_int_list, run
 from ntps.io import atomic_path, environment_info, slugify, write_json
 from ntps.probes import LR_KWARGS, load_features, ls_mse_from_stats, sklearn_probes
 
@@ -130,4 +130,4 @@ def main(args) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run(main, parse_args, "linear_sklearn.py")

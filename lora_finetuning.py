@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 
-from ntps.cli import HelpFormatter
+from ntps.cli import HelpFormatter, run
 from ntps.training import add_training_args, train
 
 MODE = "lora"
@@ -35,4 +35,4 @@ def main(args) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run(main, parse_args, "lora_finetuning.py")

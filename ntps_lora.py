@@ -31,7 +31,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from ntps.cli import DEFAULT_DATASET, DEFAULT_MODEL, DEFAULT_OUTPUT_DIR, HelpFormatter
+from ntps.cli import DEFAULT_DATASET, DEFAULT_MODEL, DEFAULT_OUTPUT_DIR, HelpFormatter, run
 from ntps.io import atomic_path, environment_info, read_json, slugify, write_json
 
 ROW_COLUMNS = ["model", "dataset", "layer", "fraction", "ntps_before", "ntps_after", "chance", "linear_acc",
@@ -210,4 +210,4 @@ def main(args) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run(main, parse_args, "ntps_lora.py")

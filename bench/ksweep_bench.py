@@ -60,13 +60,15 @@ def naive_sweep(XX, XY, C0, C1, fractions, rcond=1e-7, dtype=torch.float32):
 
 
 def timed(fn, device):
+    """(result, wall seconds, process CPU seconds): CPU time, summed over BLAS threads, is robust
+    to other processes sharing the cores; wall time is what a user waits."""
     if device.type == "cuda":
         torch.cuda.synchronize()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     out = fn()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return out, time.perf_counter() - t
+    return out, time.perf_counter() - t, time.process_time() - c
 
 
 def main(argv=None):
@@ -79,24 +81,27 @@ def main(argv=None):
     device = resolve_device(args.device)
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, C = {args.classes}, "
           f"{len(DEFAULT_FRACTIONS)} fractions")
-    print(f"{'d':>6} {'ours f64 s':>11} {'naive f32 s':>12} {'ratio':>7} {'|Δ| vs naive f64':>17} "
-          f"{'|Δ| naive f32':>14} {'unique':>7}")
+    print(f"{'d':>6} {'ours f64 s':>11} {'naive f32 s':>12} {'ratio':>7} {'CPU-s ratio':>12} "
+          f"{'|Δ| vs naive f64':>17} {'|Δ| naive f32':>14} {'unique':>7}")
     for d in (int(x) for x in args.dims.split(",")):
         stats = random_statistics(d, args.classes, seed=d, device=device)
         small = random_statistics(64, args.classes, seed=0, device=device)
         solve_layer(*small, device=device)  # warm-up
-        t_ours, t_naive = [], []
+        t_ours, t_naive, c_ours, c_naive = [], [], [], []
         for _ in range(args.repeats):
-            res, t = timed(lambda st=stats: ntps_sweep(solve_layer(*st, device=device)), device)
+            res, t, c = timed(lambda st=stats: ntps_sweep(solve_layer(*st, device=device)), device)
             t_ours.append(t)
-            ref, t = timed(lambda st=stats: naive_sweep(*st, DEFAULT_FRACTIONS), device)
+            c_ours.append(c)
+            ref, t, c = timed(lambda st=stats: naive_sweep(*st, DEFAULT_FRACTIONS), device)
             t_naive.append(t)
+            c_naive.append(c)
         ref64 = naive_sweep(*stats, DEFAULT_FRACTIONS, dtype=torch.float64)
         m = res["unique"]
         diff64 = float(np.max(np.abs(res["ntps"][m] - ref64[m]))) if m.any() else float("nan")
         diff32 = float(np.max(np.abs(res["ntps"][m] - ref[m]))) if m.any() else float("nan")
         a, b = min(t_ours), min(t_naive)
-        print(f"{d:>6} {a:>11.3f} {b:>12.3f} {b / a:>6.1f}x {diff64:>17.2e} {diff32:>14.2e} "
+        cpu_ratio = min(c_naive) / max(min(c_ours), 1e-9)
+        print(f"{d:>6} {a:>11.3f} {b:>12.3f} {b / a:>6.1f}x {cpu_ratio:>11.1f}x {diff64:>17.2e} {diff32:>14.2e} "
               f"{int(m.sum()):>4}/{len(m)}", flush=True)
         if not diff64 <= 1e-6:
             print(f"  WARNING: disagreement {diff64:.2e} > 1e-6 with the float64 naive algorithm", flush=True)

@@ -45,15 +45,47 @@ ORDERS = ("descending", "ascending")
 
 @dataclass
 class Whitener:
-    """``W`` (d, r) with ``Wᵀ B W = I_r``; ``WtB = Wᵀ B`` (r, d) maps a direction to whitened
-    coordinates (``Σ^{1/2}`` up to a rotation); ``rank = r``; ``tol`` the absolute threshold."""
+    """The whitening map ``W`` (d, r) with ``Wᵀ B W = I_r`` on the range of ``B``, kept factored:
+    ``W = S L⁻ᵀ`` (Cholesky path, ``Bs = L Lᵀ``) or ``W = S Q_r diag(b_r)^-½`` (eigh path), with
+    ``S = diag(s)`` the Jacobi scaling. Apply it with :meth:`apply` / :meth:`t_apply` (triangular
+    solves instead of an explicit inverse); :meth:`to_whitened` maps a direction v to ``Wᵀ B v``
+    (``B^{1/2} v`` up to a rotation). ``rank = r``; ``tol`` the threshold on the scaled eigenvalues."""
 
-    W: torch.Tensor
-    WtB: torch.Tensor
+    s: torch.Tensor
     rank: int
     tol: float
     lambda_max: float
     method: str  # "cholesky" or "eigh"
+    L: torch.Tensor | None = None
+    Q: torch.Tensor | None = None
+    b: torch.Tensor | None = None
+
+    def t_apply(self, F: torch.Tensor) -> torch.Tensor:
+        """``Wᵀ F`` for F (d, m) -> (r, m)."""
+        SF = self.s[:, None] * F
+        if self.L is not None:
+            return torch.linalg.solve_triangular(self.L, SF, upper=False)
+        return (self.Q.T @ SF) / self.b.sqrt()[:, None]
+
+    def apply(self, Y: torch.Tensor) -> torch.Tensor:
+        """``W Y`` for Y (r, m) -> (d, m)."""
+        if self.L is not None:
+            return self.s[:, None] * torch.linalg.solve_triangular(self.L.T, Y, upper=True)
+        return self.s[:, None] * (self.Q @ (Y / self.b.sqrt()[:, None]))
+
+    def to_whitened(self, V: torch.Tensor) -> torch.Tensor:
+        """``Wᵀ B V`` for V (d, m) -> (r, m): ``Lᵀ S⁻¹ V`` or ``diag(b)^½ Q_rᵀ S⁻¹ V``."""
+        s_inv = torch.where(self.s > 0, 1.0 / self.s.clamp_min(torch.finfo(self.s.dtype).tiny),
+                            torch.zeros_like(self.s))
+        SV = s_inv[:, None] * V
+        if self.L is not None:
+            return self.L.T @ SV
+        return self.b.sqrt()[:, None] * (self.Q.T @ SV)
+
+    @property
+    def W(self) -> torch.Tensor:
+        """The explicit (d, r) matrix (for tests and small problems)."""
+        return self.apply(torch.eye(self.rank, dtype=self.s.dtype, device=self.s.device))
 
 
 @dataclass
@@ -111,7 +143,8 @@ def as_float64(x, name: str, device=None) -> torch.Tensor:
 
 
 def check_symmetric_psd_shape(B: torch.Tensor, name: str, rtol: float = 1e-8) -> torch.Tensor:
-    """Validate a square symmetric matrix (to relative ``rtol``) and return its exact symmetrisation."""
+    """Validate a square symmetric matrix (to relative ``rtol``); returns it unchanged (the LAPACK
+    routines used afterwards read one triangle only)."""
     if B.ndim != 2 or B.shape[0] != B.shape[1]:
         raise ValueError(f"{name} must be a square (d, d) matrix, got shape {tuple(B.shape)}")
     scale = float(B.abs().max()) if B.numel() else 0.0
@@ -121,10 +154,10 @@ def check_symmetric_psd_shape(B: torch.Tensor, name: str, rtol: float = 1e-8) ->
     if asym > rtol * scale:
         raise ValueError(f"{name} is not symmetric (max |B - Bᵀ| = {asym:.3g}, {asym / scale:.2g} relative); "
                          "pass a covariance-like matrix (sum of outer products)")
-    return (B + B.T) / 2
+    return B
 
 
-def _lambda_max_power(B: torch.Tensor, iters: int = 60) -> float:
+def _lambda_max_power(B: torch.Tensor, iters: int = 50, rtol: float = 1e-6) -> float:
     """Largest eigenvalue of a PSD matrix by power iteration with a Rayleigh quotient."""
     v = torch.ones(B.shape[0], dtype=B.dtype, device=B.device) + torch.linspace(
         0, 1, B.shape[0], dtype=B.dtype, device=B.device)
@@ -136,7 +169,7 @@ def _lambda_max_power(B: torch.Tensor, iters: int = 60) -> float:
             return 0.0
         new = float(v @ w) / float(v @ v)
         v = w / nrm
-        if abs(new - lam) <= 1e-12 * abs(new):
+        if abs(new - lam) <= rtol * abs(new):
             lam = new
             break
         lam = new
@@ -169,7 +202,6 @@ def whiten(B: torch.Tensor, *, rcond: float = DEFAULT_RCOND, atol: float | None 
         raise ValueError(f"method must be auto, cholesky or eigh, got {method!r}")
     d = B.shape[0]
     s = jacobi_scale(B) if atol is None else torch.ones(d, dtype=B.dtype, device=B.device)
-    s_inv = torch.where(s > 0, 1.0 / s.clamp_min(torch.finfo(B.dtype).tiny), torch.zeros_like(s))
     Bs = B * s[:, None] * s[None, :]
     if (method == "cholesky" or (method == "auto" and d >= CHOLESKY_MIN_DIM)) and bool((s > 0).all()):
         lam_max = _lambda_max_power(Bs)
@@ -179,10 +211,8 @@ def whiten(B: torch.Tensor, *, rcond: float = DEFAULT_RCOND, atol: float | None 
         _, info = torch.linalg.cholesky_ex(Bs - (1.01 * tol + 64 * d * np.finfo(float).eps * lam_max) * eye)
         if int(info) == 0:
             L, info = torch.linalg.cholesky_ex(Bs)
-            if int(info) == 0:  # W = S L⁻ᵀ, Wᵀ B = Lᵀ S⁻¹
-                Linv = torch.linalg.solve_triangular(L, eye, upper=False)
-                return Whitener(W=s[:, None] * Linv.T, WtB=L.T * s_inv[None, :], rank=d, tol=tol,
-                                lambda_max=lam_max, method="cholesky")
+            if int(info) == 0:  # W = S L⁻ᵀ
+                return Whitener(s=s, rank=d, tol=tol, lambda_max=lam_max, method="cholesky", L=L)
     b, Q = torch.linalg.eigh(Bs)
     b, Q = b.flip(0), Q.flip(1)  # descending (scaled) variance
     lam_max = float(b[0])
@@ -191,17 +221,15 @@ def whiten(B: torch.Tensor, *, rcond: float = DEFAULT_RCOND, atol: float | None 
     if r == 0:
         raise ValueError(f"every eigenvalue of the matrix is <= tol = {tol:.3g}: nothing to whiten "
                          "(too few texts, or an absolute --atol too large for these sums)")
-    Qr, br = Q[:, :r], b[:r]  # W = S Q_r b^-½, Wᵀ B = b^½ Q_rᵀ S⁻¹
-    return Whitener(W=s[:, None] * Qr / br.sqrt(), WtB=(Qr * br.sqrt()).T * s_inv[None, :], rank=r, tol=tol,
-                    lambda_max=lam_max, method="eigh")
+    return Whitener(s=s, rank=r, tol=tol, lambda_max=lam_max, method="eigh", Q=Q[:, :r], b=b[:r])
 
 
-def _order_null_block(N: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+def _order_null_block(N: torch.Tensor, wh: Whitener) -> torch.Tensor:
     """Order an orthonormal basis ``N`` (r, m) of a degenerate block by decreasing
     variance per unit norm of ``x = W y``: ascending eigenvalues of ``Nᵀ WᵀW N``."""
     if N.shape[1] <= 1:
         return N
-    WN = W @ N
+    WN = wh.apply(N)
     crit = WN.T @ WN
     _, E = torch.linalg.eigh((crit + crit.T) / 2)
     return N @ E
@@ -209,7 +237,7 @@ def _order_null_block(N: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
 
 def generalized_eigh(B, *, A=None, A_factor=None, rcond: float = DEFAULT_RCOND, atol: float | None = None,
                      order: str = "descending", only_nonzero: bool = False, device=None,
-                     name_A: str = "A", name_B: str = "B") -> GeneralizedEig:
+                     name_A: str = "A", name_B: str = "B", checked: bool = False) -> GeneralizedEig:
     """Solve ``A x = λ B x`` on the range of ``B`` (SPEC §2) with a deterministic order.
 
     Parameters
@@ -222,6 +250,7 @@ def generalized_eigh(B, *, A=None, A_factor=None, rcond: float = DEFAULT_RCOND, 
     order : "descending" (largest λ first, the paper's definition) or "ascending" (the
         authors' released code). Ascending is the exact reverse of the full descending order.
     only_nonzero : compute only the columns with λ > 0 (descending order only).
+    checked : the inputs are float64 tensors already validated (skips the checks).
     """
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
@@ -231,44 +260,48 @@ def generalized_eigh(B, *, A=None, A_factor=None, rcond: float = DEFAULT_RCOND, 
         raise ValueError(f"rcond must lie in (0, 1), got {rcond}")
     if atol is not None and not atol >= 0:
         raise ValueError(f"atol must be >= 0, got {atol}")
-    B = check_symmetric_psd_shape(as_float64(B, name_B, device), name_B)
+    if not checked:
+        B = check_symmetric_psd_shape(as_float64(B, name_B, device), name_B)
     d = B.shape[0]
     if A_factor is not None:
-        F = as_float64(A_factor, name_A, B.device)
+        F = A_factor if checked else as_float64(A_factor, name_A, B.device)
         if F.ndim == 1:
             F = F[:, None]
         if F.ndim != 2 or F.shape[0] != d:
             raise ValueError(f"{name_A} must have shape ({d}, m) to match {name_B} ({d}, {d}), "
                              f"got {tuple(F.shape)}")
-    else:
+    elif not checked:
         A = check_symmetric_psd_shape(as_float64(A, name_A, B.device), name_A)
         if A.shape != B.shape:
             raise ValueError(f"{name_A} {tuple(A.shape)} and {name_B} {tuple(B.shape)} must have the same shape")
 
     wh = whiten(B, rcond=rcond, atol=atol)
-    W, r = wh.W, wh.rank
+    r = wh.rank
     rel = rcond if rcond is not None else DEFAULT_RCOND
     if A_factor is not None and F.shape[1] < r:
-        P, s, _ = torch.linalg.svd(W.T @ F, full_matrices=False)  # (r, m), (m,)
+        P, s, _ = torch.linalg.svd(wh.t_apply(F), full_matrices=False)  # (r, m), (m,)
         lam = s**2
         c = int((lam > rel * lam[0]).sum()) if lam[0] > 0 else 0
         Yc, lam_c = P[:, :c], lam[:c]
         if only_nonzero and order == "descending":
-            return GeneralizedEig(lam_c, W @ Yc, Yc, wh, c, order)
-        Qc, _ = torch.linalg.qr(Yc, mode="complete") if c > 0 else (torch.eye(r, dtype=W.dtype,
-                                                                               device=W.device), None)
+            return GeneralizedEig(lam_c, wh.apply(Yc), Yc, wh, c, order)
+        Qc, _ = torch.linalg.qr(Yc, mode="complete") if c > 0 else (torch.eye(r, dtype=F.dtype,
+                                                                               device=F.device), None)
         N = Qc[:, c:]
     else:
-        G = W.T @ F if A_factor is not None else None
-        K = G @ G.T if G is not None else W.T @ A @ W
-        lam, Y = torch.linalg.eigh((K + K.T) / 2)
+        if A_factor is not None:
+            G = wh.t_apply(F)
+            K = G @ G.T
+        else:
+            K = wh.t_apply(wh.t_apply(A).T)  # Wᵀ A W (A symmetric)
+        lam, Y = torch.linalg.eigh(K)  # reads one triangle: no symmetrisation needed
         lam, Y = lam.flip(0), Y.flip(1)
         c = int((lam > rel * lam[0]).sum()) if lam[0] > 0 else 0
         Yc, lam_c, N = Y[:, :c], lam[:c], Y[:, c:]
         if only_nonzero and order == "descending":
-            return GeneralizedEig(lam_c, W @ Yc, Yc, wh, c, order)
-    Y = torch.cat([Yc, _order_null_block(N, W)], dim=1)
+            return GeneralizedEig(lam_c, wh.apply(Yc), Yc, wh, c, order)
+    Y = torch.cat([Yc, _order_null_block(N, wh)], dim=1)
     values = torch.cat([lam_c, torch.zeros(r - c, dtype=lam_c.dtype, device=lam_c.device)])
     if order == "ascending":
         Y, values = Y.flip(1), values.flip(0)
-    return GeneralizedEig(values, W @ Y, Y, wh, c, order)
+    return GeneralizedEig(values, wh.apply(Y), Y, wh, c, order)

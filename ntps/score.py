@@ -73,8 +73,8 @@ def solve_layer(XX, XY, C0, C1, *, rcond: float = DEFAULT_RCOND, atol: float | N
     """
     XX, XY, C0, C1 = validate_stats(XX, XY, C0, C1, device)
     U = generalized_eigh(XX, A_factor=XY, rcond=rcond, atol=atol, order=order,
-                         only_nonzero=order == "descending", name_A="XY (M)", name_B="XX (Σ)")
-    V = generalized_eigh(C0, A_factor=C1, rcond=rcond, atol=atol, order=order, name_A="C1", name_B="C0")
+                         only_nonzero=order == "descending", checked=True)
+    V = generalized_eigh(C0, A_factor=C1, rcond=rcond, atol=atol, order=order, checked=True)
     return LayerSolution(U=U, V=V, d=XX.shape[0])
 
 
@@ -159,7 +159,7 @@ def whitened_sweep(sol: LayerSolution, *, n_texts: float = 1.0, fractions=DEFAUL
     kU = np.full_like(kV, c)
     Ut = U.Y[:, :c]  # (r_U, c), orthonormal
     lam = U.values[:c] / n_texts
-    SV = U.whitener.WtB @ V.vectors[:, : int(kV.max(initial=0))]  # (r_U, kV_max)
+    SV = U.whitener.to_whitened(V.vectors[:, : int(kV.max(initial=0))])  # (r_U, kV_max)
     Q, rdiag = _nested_orthonormal(SV)
     # prefixes that contain a (numerically) dependent column are not nested-orthonormalisable
     dependent = (rdiag <= 1e-10 * rdiag.max()).cpu().numpy()
@@ -216,7 +216,7 @@ def excess_loss_bound(Sigma, M, V, *, rcond: float = DEFAULT_RCOND) -> tuple[flo
     if sol.rank < d:
         raise ValueError(f"Sigma is singular (rank {sol.rank} < {d}): the bound of SPEC §2.2 needs it "
                          "positive definite")
-    Qs, s, _ = torch.linalg.svd(sol.whitener.WtB @ V, full_matrices=False)
+    Qs, s, _ = torch.linalg.svd(sol.whitener.to_whitened(V), full_matrices=False)
     Q = Qs[:, s > 1e-10 * s[0]]  # orthonormal basis of span(Σ^{1/2} V), V may be rank-deficient
     ntps_w = float(((Q.T @ sol.Y) ** 2).sum()) / c
     lam = sol.values

@@ -53,6 +53,7 @@ from torch import nn
 
 from .cli import DEFAULT_DATASET, DEFAULT_MODEL, DEFAULT_OUTPUT_DIR
 from .io import atomic_path, environment_info, read_json, slugify, write_json
+from .text import decoder_of, pad_batch, tokenize
 
 __all__ = ["MODES", "DEFAULTS", "SequenceClassifier", "add_training_args", "default_output_dir", "decoder_of",
            "pool_hidden", "build_optimizer", "build_scheduler", "evaluate", "train", "trainable_state",
@@ -183,12 +184,6 @@ def default_output_dir(model: str, dataset: str, mode: str, root: str = DEFAULT_
 # ----------------------------------------------------------------------------------------------
 
 
-def decoder_of(model: nn.Module) -> nn.Module:
-    """The decoder without its LM head (``model.model`` for Llama/Qwen, ``transformer`` for GPT-2/OpenELM)."""
-    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
-    return base if isinstance(base, nn.Module) else model
-
-
 def pool_hidden(hidden: torch.Tensor, mask: torch.Tensor, pooling: str = "mean") -> torch.Tensor:
     """(B, T, d) hidden states, (B, T) mask -> (B, d) float32: mean over real tokens, or the last real one
     (found from the mask, so either padding side works)."""
@@ -297,25 +292,6 @@ def _autocast(enabled: bool, device: torch.device):
 # ----------------------------------------------------------------------------------------------
 
 
-def tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
-    ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-    empty = [i for i, x in enumerate(ids) if len(x) == 0]
-    if empty:
-        raise ValueError(f"{len(empty)} texts tokenize to zero tokens (first indices {empty[:5]})")
-    return ids
-
-
-def collate(ids: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token lists to (B, T) input ids and attention mask."""
-    T = max(len(x) for x in ids)
-    out = torch.full((len(ids), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), T), dtype=torch.long)
-    for i, x in enumerate(ids):
-        out[i, : len(x)] = torch.tensor(x, dtype=torch.long)
-        mask[i, : len(x)] = 1
-    return out.to(device), mask.to(device)
-
-
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> np.ndarray:
     """Texts of global step ``step`` (0-based): a fresh seeded permutation every epoch, batches in
     order, the last one of an epoch possibly smaller. A pure function of (n, batch_size, step, seed),
@@ -340,7 +316,7 @@ class _Inputs:
     def logits(self, clf: SequenceClassifier, idx, device) -> torch.Tensor:
         if self.features is not None:
             return clf(features=self.features[torch.as_tensor(idx)].to(device))
-        input_ids, mask = collate([self.ids[i] for i in idx], self.pad_id, device)
+        input_ids, mask = pad_batch([self.ids[i] for i in idx], self.pad_id, device)
         return clf(input_ids, mask)
 
 
@@ -350,7 +326,7 @@ def _pooled_features(clf: SequenceClassifier, ids, pad_id, device, batch_size, a
     out = torch.empty(len(ids), clf.head.in_features)
     for s in range(0, len(ids), batch_size):
         idx = order[s: s + batch_size]
-        input_ids, mask = collate([ids[i] for i in idx], pad_id, device)
+        input_ids, mask = pad_batch([ids[i] for i in idx], pad_id, device)
         with _autocast(amp, device):
             out[torch.as_tensor(idx)] = clf.pool(input_ids, mask).float().cpu()
     return out
@@ -677,8 +653,11 @@ def train(args, mode: str, prog: str = "train") -> dict:
     clf, tokenizer, info = build_classifier(args, mode, train_split.num_classes, device)
     pad_id = tokenizer.pad_token_id
     t_tok = time.perf_counter()
-    train_ids = tokenize(tokenizer, train_split.texts, args.max_length)
-    test_ids = tokenize(tokenizer, test_split.texts, args.max_length)
+    # the same tokens as cache.py (ntps.text): special tokens as the tokenizer adds them, cut at max_length
+    (train_ids, n_cut), (test_ids, n_cut_test) = (tokenize(tokenizer, d.texts, args.max_length)
+                                                  for d in (train_split, test_split))
+    if n_cut or n_cut_test:
+        _log(f"{n_cut} train and {n_cut_test} test texts truncated to {args.max_length} tokens")
     if mode == "linear":  # frozen LM in eval mode: pool once, train the head on the features
         clf.backbone.eval()
         _log(f"computing pooled features of {len(train_ids)} + {len(test_ids)} texts (frozen model) ...")
