@@ -164,28 +164,11 @@ def ls_mse_from_sums(XX, XY, sum_x, class_counts, n_texts: int | None = None, *,
     float : mean over samples and classes of the squared residual, equal to StandardScaler +
     LinearRegression's in-sample MSE (to about ε·cond of the centred Gram).
     """
-    to_np = lambda a: np.asarray(a.detach().cpu().double() if hasattr(a, "detach") else a,  # noqa: E731
-                                 dtype=np.float64)
-    XX, XY, s, n = to_np(XX), to_np(XY), to_np(sum_x), to_np(class_counts)
-    d, C = XY.shape
-    if XX.shape != (d, d) or s.shape != (d,) or n.shape != (C,):
-        raise ValueError(f"inconsistent shapes: XX {XX.shape}, XY {XY.shape}, sum_x {s.shape}, "
-                         f"class_counts {n.shape}")
-    N = float(n.sum() if n_texts is None else n_texts)
-    if N < 1 or abs(N - n.sum()) > 0.5:
-        raise ValueError(f"n_texts={N} disagrees with class_counts (sum {n.sum()})")
-    G = XX - np.outer(s, s) / N
-    G = (G + G.T) / 2
-    B = XY - np.outer(s, n) / N
-    w, Q = np.linalg.eigh(G)
-    tol = (max(N, d) * np.finfo(np.float64).eps if rcond is None else rcond) * max(np.trace(XX), 0.0)
-    keep = w > tol
-    if keep.sum() >= N - 1:  # the centred features span every centred target: perfect in-sample fit
-        return 0.0
-    P = Q[:, keep].T @ B
-    explained = float(np.sum(P**2 / w[keep, None]))
-    total = float(np.sum(n - n**2 / N))
-    return max(total - explained, 0.0) / (N * C)
+    from .baselines import ls_probe_mse
+
+    counts = np.asarray(class_counts.detach().cpu() if hasattr(class_counts, "detach") else class_counts)
+    n = int(counts.sum()) if n_texts is None else n_texts
+    return ls_probe_mse(XX, XY, sum_x, counts, n, rcond=rcond)
 
 
 def ls_mse_from_stats(stats_dir: str | Path, layers: list[int] | None = None) -> dict[int, float]:
