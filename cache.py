@@ -149,7 +149,8 @@ def main(args) -> Path:
         "dtype": str(minfo.get("dtype", args.dtype)), "lora_ckpt": args.lora_ckpt,
         "dataset": data.info.get("dataset", args.dataset), "dataset_info": {k: v for k, v in data.info.items()
                                                                            if k != "row_indices"},
-        "split": args.split, "max_length": args.max_length, "max_samples": args.max_samples or None,
+        "dataset_revision": args.dataset_revision, "split": args.split, "max_length": args.max_length,
+        "max_samples": args.max_samples or None,
         "seed": args.seed, "layers": layers, "d": d, "num_classes": data.num_classes,
         "n_states": n_states, "label_names": data.label_names,
     }

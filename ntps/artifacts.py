@@ -34,8 +34,8 @@ STATS_FILE = "stats.safetensors"
 META_FILE = "meta.json"
 LAYER_KEYS = ("XX", "XY", "C0", "C1", "sum_x")
 #: meta.json keys that define *what* was computed (a resumed or merged run must agree on them).
-CONFIG_KEYS = ("model", "dataset", "split", "layers", "d", "num_classes", "max_length",
-               "max_samples", "seed", "dtype")
+CONFIG_KEYS = ("model", "revision", "lora_ckpt", "dataset", "dataset_revision", "split", "layers", "d",
+               "num_classes", "max_length", "max_samples", "seed", "dtype")
 
 
 class ArtifactError(ValueError):
