@@ -210,11 +210,7 @@ def main(args) -> Path:
     log(f"[cache] model {args.model} ({minfo.get('architecture')}, {n_states} states × d={d}, {meta['dtype']}) "
         f"on {device}; dataset {meta['dataset']}/{args.split}: {len(data)} texts, {data.num_classes} classes, "
         f"{int(lengths.sum())} tokens ({truncated} truncated to {args.max_length}); {len(shards)} shards, "
-        f"{world} process(es); resuming {len(done)} done" if done else
-        f"[cache] model {args.model} ({minfo.get('architecture')}, {n_states} states × d={d}, {meta['dtype']}) "
-        f"on {device}; dataset {meta['dataset']}/{args.split}: {len(data)} texts, {data.num_classes} classes, "
-        f"{int(lengths.sum())} tokens ({truncated} truncated to {args.max_length}); {len(shards)} shards, "
-        f"{world} process(es)")
+        f"{world} process(es)" + (f"; resuming after {len(done)} finished shard(s)" if done else ""))
     if args.max_samples and len(data) == args.max_samples:
         log(f"[cache] capped at --max_samples {args.max_samples} texts (pass --max_samples 0 for the whole split)")
 
