@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ntps.accumulate import StatsAccumulator
-from ntps.artifacts import ArtifactError, fingerprint, read_meta, save_stats, save_stats_file
+from ntps.artifacts import ArtifactError, fingerprint, load_stats_file, read_meta, save_stats, save_stats_file
 from ntps.cli import (
     DEFAULT_DATASET,
     DEFAULT_MODEL,
@@ -265,19 +265,6 @@ def main(args) -> Path:
     if world > 1:
         torch.distributed.destroy_process_group()
     return out_dir
-
-
-def load_stats_file(path: Path, layers: list[int]):
-    """Read a rank checkpoint (the stats tensors without meta.json)."""
-    from safetensors.torch import load_file
-
-    from ntps.artifacts import LayerSums, Stats
-
-    t = load_file(str(path))
-    return Stats(layers={layer: LayerSums(*(t[f"layer{layer}.{k}"] for k in ("XX", "XY", "C0", "C1", "sum_x")))
-                         for layer in layers},
-                 class_counts=t["class_counts"], n_texts=int(t["n_texts"][0]), n_tokens=int(t["n_tokens"][0]),
-                 n_pairs=int(t["n_pairs"][0]))
 
 
 if __name__ == "__main__":

@@ -124,6 +124,16 @@ def save_stats_file(path: str | Path, stats: Stats, meta: dict) -> None:
         save_file(stats.to_tensors(), str(tmp), metadata=_header(stats, meta))
 
 
+def load_stats_file(path: str | Path, layers: list[int]) -> Stats:
+    """Read a stats file written by :func:`save_stats_file` (e.g. a cache.py rank checkpoint), no meta."""
+    from safetensors.torch import load_file
+
+    t = load_file(str(path))
+    return Stats(layers={layer: LayerSums(*(t[f"layer{layer}.{k}"] for k in LAYER_KEYS)) for layer in layers},
+                 class_counts=t["class_counts"], n_texts=int(t["n_texts"][0]), n_tokens=int(t["n_tokens"][0]),
+                 n_pairs=int(t["n_pairs"][0]))
+
+
 def save_stats(directory: str | Path, stats: Stats, meta: dict) -> Path:
     """Write ``stats.safetensors`` then ``meta.json`` (each atomically) into ``directory``."""
     directory = Path(directory)
