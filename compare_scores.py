@@ -63,7 +63,7 @@ LAYER_SCORES = [("logme", "logme", 1), ("h_score", "h_score", 1), ("-ls_mse", "l
 #: (displayed name, column prefix before ``_f{F}``, orientation): candidates = layers x fractions.
 FRACTION_SCORES = [("ntps_raw", "ntps_raw", 1), ("ntps_minus_chance", "ntps_minus_chance", 1),
                    ("ntps_whitened", "ntps_whitened", 1), ("-excess", "excess", -1)]
-METRICS = ["probe_train_acc", "probe_test_acc", "probe_train_mse", "probe_test_mse", "lora_gain"]
+METRICS = ["probe_train_acc", "probe_test_acc", "probe_train_mse", "probe_test_mse", "linear_test_acc", "lora_gain"]
 DEFAULT_METRICS = ["probe_train_acc", "lora_gain"]
 MIN_DATASETS = 4  # below this a rank correlation (and LODO) is meaningless
 COLUMNS = ["model", "metric", "score", "n_datasets", "n_candidates", "lodo_r", "r_argmax", "perm_p",

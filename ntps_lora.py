@@ -56,6 +56,9 @@ def parse_args(argv=None):
     g.add_argument("--linear_epochs", type=float, default=50, help="linear probe epochs (paper: 50)")
     g.add_argument("--linear_max_steps", type=int, default=-1, help="linear probe steps (overrides epochs)")
     g.add_argument("--lora_max_steps", type=int, default=5000, help="LoRA steps (paper: 5000)")
+    g.add_argument("--linear_results", default=None,
+                   help="results.json of a finished linear probe to use instead of training one (e.g. "
+                        "linear_training.py --features_dir on the cached features)")
     g.add_argument("--linear_args", default="", help="extra linear_training.py flags, e.g. '--lr 1e-3'")
     g.add_argument("--lora_args", default="", help="extra lora_finetuning.py flags, e.g. '--start_layer 10'")
     g = p.add_argument_group("statistics and NTPS")
@@ -82,6 +85,19 @@ def train_linear(args) -> dict:
     argv = _common_train_argv(args) + ["--epochs", str(args.linear_epochs), "--max_steps",
                                        str(args.linear_max_steps)] + shlex.split(args.linear_args)
     return linear_training.main(linear_training.parse_args(argv))
+
+
+def read_linear_results(args) -> dict:
+    """The finished linear probe of ``--linear_results``, checked to be of the same model and dataset."""
+    path = Path(args.linear_results)
+    if not path.is_file():
+        raise SystemExit(f"ntps_lora.py: --linear_results {path} does not exist; run linear_training.py first "
+                         "or drop the flag to train the probe here")
+    res = read_json(path)
+    if slugify(str(res.get("model"))) != slugify(args.model) or "test_accuracy" not in res:
+        raise SystemExit(f"ntps_lora.py: {path} is not a linear probe of {args.model!r} (model "
+                         f"{res.get('model')!r})")
+    return {**res, "output_dir": str(path.parent)}
 
 
 def train_lora(args) -> dict:
@@ -163,11 +179,14 @@ def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
 
 def main(args) -> dict:
     log = lambda msg: print(f"[ntps_lora] {msg}", file=sys.stderr, flush=True)  # noqa: E731
-    linear = train_linear(args)
+    linear = read_linear_results(args) if args.linear_results else train_linear(args)
     log(f"linear probe: test accuracy {linear['test_accuracy']:.4f}")
     lora = train_lora(args)
     log(f"LoRA: test accuracy {lora['test_accuracy']:.4f}")
     dataset_key = lora["dataset"]
+    if slugify(str(linear.get("dataset"))) != slugify(str(dataset_key)):
+        raise SystemExit(f"ntps_lora.py: the linear probe was trained on {linear.get('dataset')!r}, LoRA on "
+                         f"{dataset_key!r}")
     lora_dir = Path(lora["output_dir"])
     adapter = (lora_dir / "adapter").resolve()
     if not (adapter / "adapter_config.json").is_file():

@@ -277,6 +277,8 @@ def build_grid(table: pd.DataFrame, metric: str, model: str | None = None) -> Gr
     y_all = metric_by_ds["min"]
     dropped = {"datasets_without_metric": sorted(y_all.index[y_all.isna()].tolist())}
     datasets = sorted(y_all.index[y_all.notna()].tolist())
+    if not datasets:
+        raise ValueError(f"no dataset of {models[0]!r} has a value of {metric!r}")
     t = t[t["dataset"].isin(datasets)]
     wide = t.set_index(["_l", "_p", "dataset"])[["ntps", "chance"]].unstack("dataset")
     ntps = wide["ntps"].reindex(columns=datasets)

@@ -61,6 +61,7 @@ __all__ = ["MODES", "DEFAULTS", "SequenceClassifier", "add_training_args", "defa
 
 MODES = ("linear", "lora", "scratch")
 CHECKPOINT_DIR = "checkpoints"
+GROUP_BATCHES = 50  # --group_by_length window, in batches (the HF Trainer uses 50 as well)
 
 #: Per-mode defaults (SPEC §3); ``None`` weight decay resolves per optimizer (Adafactor 1e-5, AdamW 0).
 DEFAULTS = {
@@ -130,6 +131,11 @@ def add_training_args(p: argparse.ArgumentParser, mode: str) -> argparse.Argumen
     g.add_argument("--max_eval_samples", type=int, default=None, help="cap on test texts")
     g.add_argument("--data_seed", type=int, default=42, help="seed of the max_samples subsets (as cache.py)")
     g.add_argument("--max_length", type=int, default=512, help="truncate texts to this many tokens")
+    if mode == "linear":
+        g.add_argument("--features_dir", default=None,
+                       help="train on the pooled last-hidden-state features of this cache.py --save_features "
+                            "directory instead of running the model (no second forward pass)")
+        g.add_argument("--test_features_dir", default=None, help="the test split's features (with --features_dir)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--optimizer", choices=["adamw", "adafactor"], default=d["optimizer"])
     g.add_argument("--lr", type=float, default=d["lr"], help="peak learning rate")
@@ -149,6 +155,9 @@ def add_training_args(p: argparse.ArgumentParser, mode: str) -> argparse.Argumen
     g.add_argument("--max_steps", type=int, default=d["max_steps"],
                    help="optimisation steps; <= 0: use --epochs")
     g.add_argument("--seed", type=int, default=42, help="head/LoRA/model init, dropout and batch order")
+    g.add_argument("--group_by_length", action=argparse.BooleanOptionalAction, default=True,
+                   help=f"batches of texts of similar length (random windows of {GROUP_BATCHES} batches "
+                        "sorted by length, batch order shuffled): less padding, same epochs")
     g.add_argument("--bf16", choices=["auto", "true", "false"], default="auto",
                    help="bfloat16 autocast; auto = on for CUDA devices that support bfloat16")
     g = p.add_argument_group("evaluation, logging, checkpoints")
@@ -292,15 +301,29 @@ def _autocast(enabled: bool, device: torch.device):
 # ----------------------------------------------------------------------------------------------
 
 
-def batch_indices(n: int, batch_size: int, step: int, seed: int) -> np.ndarray:
+def batch_indices(n: int, batch_size: int, step: int, seed: int, lengths=None,
+                  group_batches: int = GROUP_BATCHES) -> np.ndarray:
     """Texts of global step ``step`` (0-based): a fresh seeded permutation every epoch, batches in
-    order, the last one of an epoch possibly smaller. A pure function of (n, batch_size, step, seed),
-    so a resumed run draws the same batches."""
+    order, the last one of an epoch possibly smaller. A pure function of its arguments, so a resumed
+    run draws the same batches.
+
+    With ``lengths`` (tokens per text) the batches are length-grouped, as ``group_by_length`` of the
+    HF Trainer: the permutation is cut into windows of ``group_batches`` batches, each window sorted
+    by length (longest first) and cut into batches, and the batches of the epoch are shuffled. Every
+    text is still seen once per epoch and batch composition stays random, with far less padding.
+    """
     per_epoch = math.ceil(n / batch_size)
     epoch, pos = divmod(step, per_epoch)
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     perm = torch.randperm(n, generator=g).numpy()
-    return perm[pos * batch_size: (pos + 1) * batch_size]
+    if lengths is None:
+        return perm[pos * batch_size: (pos + 1) * batch_size]
+    lengths = np.asarray(lengths)
+    window = batch_size * max(1, group_batches)
+    perm = np.concatenate([w[np.argsort(-lengths[w], kind="stable")]
+                           for w in np.split(perm, range(window, n, window))])
+    batches = np.split(perm, range(batch_size, n, batch_size))
+    return batches[int(torch.randperm(per_epoch, generator=g)[pos])]
 
 
 class _Inputs:
@@ -587,6 +610,67 @@ def _load_data(args, prog: str):
     return train, test
 
 
+def _token_inputs(args, mode, clf, tokenizer, train_split, test_split, device, amp):
+    """Train/test inputs from the texts: token ids, or (linear) the frozen model's pooled features."""
+    pad_id = tokenizer.pad_token_id
+    # the same tokens as cache.py (ntps.text): special tokens as the tokenizer adds them, cut at max_length
+    (train_ids, n_cut), (test_ids, n_cut_test) = (tokenize(tokenizer, d.texts, args.max_length)
+                                                  for d in (train_split, test_split))
+    if n_cut or n_cut_test:
+        _log(f"{n_cut} train and {n_cut_test} test texts truncated to {args.max_length} tokens")
+    if mode != "linear":
+        return (_Inputs(ids=train_ids, labels=train_split.labels, pad_id=pad_id),
+                _Inputs(ids=test_ids, labels=test_split.labels, pad_id=pad_id))
+    clf.backbone.eval()  # frozen LM in eval mode: pool once, train the head on the features
+    _log(f"computing pooled features of {len(train_ids)} + {len(test_ids)} texts (frozen model) ...")
+    feats = [_pooled_features(clf, ids, pad_id, device, args.eval_batch_size, amp) for ids in (train_ids, test_ids)]
+    return (_Inputs(features=feats[0], labels=train_split.labels),
+            _Inputs(features=feats[1], labels=test_split.labels))
+
+
+def _cached_splits(args, prog: str):
+    """Train and test splits of ``--features_dir`` / ``--test_features_dir`` (cache.py --save_features):
+    the last hidden state's pooled features (N, d) float32, labels, and the checks that they belong to
+    ``--model`` and agree with each other."""
+    from types import SimpleNamespace
+
+    from .probes import load_features
+
+    if not args.test_features_dir:
+        raise SystemExit(f"{prog}: --features_dir needs --test_features_dir (the test split's features)")
+    splits = []
+    for flag, directory in (("--features_dir", args.features_dir), ("--test_features_dir", args.test_features_dir)):
+        try:
+            feats, labels, meta = load_features(directory, args.pooling)
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(f"{prog}: {flag}: {e}") from e
+        last = int(meta["n_states"]) - 1
+        if last not in meta["layers"]:
+            raise SystemExit(f"{prog}: {flag} {directory} has no features of the last hidden state ({last}); "
+                             "rerun cache.py --save_features with --layers all (or including -1)")
+        if slugify(str(meta["model"])) != slugify(args.model):
+            raise SystemExit(f"{prog}: {flag} {directory} holds features of {meta['model']!r}, not --model "
+                             f"{args.model!r}; pass the matching --model")
+        info = meta["dataset_info"]
+        splits.append(SimpleNamespace(
+            features=torch.from_numpy(np.asarray(feats[meta["layers"].index(last)], dtype=np.float32)),
+            labels=labels, num_classes=int(meta["num_classes"]), label_names=meta["label_names"],
+            info={**info, "features_dir": str(directory), "max_length": meta["max_length"]},
+            model_info=meta["model_info"], max_length=meta["max_length"]))
+    train_split, test_split = splits
+    if train_split.max_length != args.max_length:
+        raise SystemExit(f"{prog}: the features were computed with max_length {train_split.max_length}; pass "
+                         f"--max_length {train_split.max_length} (it is part of the run's record)")
+    if args.max_samples is not None or args.max_eval_samples is not None:
+        raise SystemExit(f"{prog}: --max_samples/--max_eval_samples do not apply to --features_dir; cap the "
+                         "texts with cache.py --max_samples")
+    if (train_split.num_classes, train_split.max_length) != (test_split.num_classes, test_split.max_length) or \
+            train_split.info.get("dataset") != test_split.info.get("dataset"):
+        raise SystemExit(f"{prog}: --features_dir and --test_features_dir disagree on dataset, classes or "
+                         "max_length; cache both splits with the same settings")
+    return train_split, test_split
+
+
 def _save_final(out: Path, clf: SequenceClassifier, mode: str, label_names, info: dict) -> list[str]:
     from safetensors.torch import save_file
 
@@ -624,7 +708,8 @@ def train(args, mode: str, prog: str = "train") -> dict:
         raise SystemExit(f"{prog}: --batch_size must be a positive multiple of --gradient_accumulation_steps")
     device = resolve_device(args.device)
     amp = bf16_enabled(args.bf16, device)
-    train_split, test_split = _load_data(args, prog)
+    cached = mode == "linear" and getattr(args, "features_dir", None)
+    train_split, test_split = _cached_splits(args, prog) if cached else _load_data(args, prog)
     dataset_key = train_split.info.get("dataset", args.dataset)
     out = (Path(args.output_dir) if args.output_dir
            else default_output_dir(args.model, dataset_key, mode, args.output_root))
@@ -650,27 +735,22 @@ def train(args, mode: str, prog: str = "train") -> dict:
                          "--resume_from_checkpoint latest to continue it or --overwrite to start again")
     out.mkdir(parents=True, exist_ok=True)
 
-    clf, tokenizer, info = build_classifier(args, mode, train_split.num_classes, device)
-    pad_id = tokenizer.pad_token_id
     t_tok = time.perf_counter()
-    # the same tokens as cache.py (ntps.text): special tokens as the tokenizer adds them, cut at max_length
-    (train_ids, n_cut), (test_ids, n_cut_test) = (tokenize(tokenizer, d.texts, args.max_length)
-                                                  for d in (train_split, test_split))
-    if n_cut or n_cut_test:
-        _log(f"{n_cut} train and {n_cut_test} test texts truncated to {args.max_length} tokens")
-    if mode == "linear":  # frozen LM in eval mode: pool once, train the head on the features
-        clf.backbone.eval()
-        _log(f"computing pooled features of {len(train_ids)} + {len(test_ids)} texts (frozen model) ...")
-        feats = [_pooled_features(clf, ids, pad_id, device, args.eval_batch_size, amp)
-                 for ids in (train_ids, test_ids)]
-        train_in = _Inputs(features=feats[0], labels=train_split.labels)
-        test_in = _Inputs(features=feats[1], labels=test_split.labels)
+    if cached:  # the frozen model's pooled features from cache.py --save_features: no forward pass
+        info = {**train_split.model_info, "features_dir": str(args.features_dir),
+                "test_features_dir": str(args.test_features_dir)}
+        clf = SequenceClassifier(nn.Identity(), train_split.features.shape[1], train_split.num_classes,
+                                 pooling=args.pooling, dropout=args.head_dropout).to(device)
+        train_in = _Inputs(features=train_split.features, labels=train_split.labels)
+        test_in = _Inputs(features=test_split.features, labels=test_split.labels)
     else:
-        train_in = _Inputs(ids=train_ids, labels=train_split.labels, pad_id=pad_id)
-        test_in = _Inputs(ids=test_ids, labels=test_split.labels, pad_id=pad_id)
+        clf, tokenizer, info = build_classifier(args, mode, train_split.num_classes, device)
+        train_in, test_in = _token_inputs(args, mode, clf, tokenizer, train_split, test_split, device, amp)
     prep_s = time.perf_counter() - t_tok
 
     n = len(train_in)
+    # length-grouped batches only matter when each step runs the LM (not for cached linear features)
+    train_lengths = [len(x) for x in train_in.ids] if args.group_by_length and train_in.ids is not None else None
     per_epoch = math.ceil(n / args.batch_size)
     total = args.max_steps if args.max_steps > 0 else max(1, math.ceil(args.epochs * per_epoch))
     warmup = int(args.warmup_ratio * total)
@@ -721,7 +801,7 @@ def train(args, mode: str, prog: str = "train") -> dict:
     with tqdm(total=stop_at, initial=step, desc=f"{mode} [{dataset_key}]", unit="step", file=sys.stderr,
               disable=None) as bar:
         while step < stop_at:
-            idx = batch_indices(n, args.batch_size, step, args.seed)
+            idx = batch_indices(n, args.batch_size, step, args.seed, lengths=train_lengths)
             optimizer.zero_grad(set_to_none=True)
             loss_val = 0.0
             for s in range(0, len(idx), micro):

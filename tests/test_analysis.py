@@ -160,6 +160,8 @@ def test_build_grid_rejects_ambiguous_tables():
         analysis.build_grid(t.assign(probe_train_acc=np.arange(len(t))), "probe_train_acc")
     with pytest.raises(ValueError, match="exactly one model"):
         analysis.build_grid(_tidy(np.random.default_rng(0), models=("a", "b")), "probe_train_acc")
+    with pytest.raises(ValueError, match="no dataset .* has a value of 'lora_gain'"):  # e.g. LoRA not run
+        analysis.build_grid(t.assign(lora_gain=np.nan), "lora_gain")
 
 
 def test_paper_table_single_candidate():

@@ -22,6 +22,7 @@ from safetensors.torch import load_file  # noqa: E402
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
 
+import cache  # noqa: E402
 import from_scratch  # noqa: E402
 import linear_training  # noqa: E402
 import lora_finetuning  # noqa: E402
@@ -107,6 +108,28 @@ def test_batch_indices_are_seeded_epoch_permutations():
     assert not np.array_equal(bi(n, b, 0, seed=1), bi(n, b, 0, seed=2))
 
 
+def test_length_grouped_batches_cover_each_epoch_once_and_cut_padding():
+    rng = np.random.default_rng(0)
+    n, b = 1003, 8
+    lengths = rng.integers(3, 200, size=n)
+    per_epoch = -(-n // b)
+    bi = training.batch_indices
+
+    def padding(batches):  # padded tokens / real tokens
+        return sum(len(x) * lengths[x].max() for x in batches) / lengths.sum()
+
+    for epoch in range(2):
+        steps = range(epoch * per_epoch, (epoch + 1) * per_epoch)
+        grouped = [bi(n, b, s, seed=3, lengths=lengths, group_batches=10) for s in steps]
+        assert sorted(np.concatenate(grouped).tolist()) == list(range(n))  # every text once an epoch
+        plain = [bi(n, b, s, seed=3) for s in steps]
+        assert padding(grouped) < 1.1 < 1.5 < padding(plain)
+    # batch order is shuffled (not longest-first) and a pure function of the step, as resume needs
+    firsts = [lengths[bi(n, b, s, seed=3, lengths=lengths, group_batches=10)].max() for s in range(per_epoch)]
+    assert not np.all(np.diff(firsts) <= 0)
+    assert np.array_equal(bi(n, b, 7, seed=3, lengths=lengths), bi(n, b, 7, seed=3, lengths=lengths))
+
+
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_pooling_excludes_padding_on_either_side(side):
     h = torch.randn(2, 5, 3)
@@ -167,6 +190,37 @@ def test_linear_training_end_to_end_trains_only_the_head(tiny_lm, tmp_path, spy)
     assert again["reused"] and again["test_accuracy"] == res["test_accuracy"]
     with pytest.raises(SystemExit, match="overwrite"):
         linear_training.main(linear_training.parse_args(argv(tiny_lm, out, "--epochs", "3")))
+
+
+def test_linear_probe_on_cached_features_equals_the_forward_pass_run(tiny_lm, tmp_path):
+    """--features_dir (cache.py --save_features, float32) trains the same head as running the model."""
+    dirs = {}
+    for split in ("train", "test"):
+        dirs[split] = Path(cache.main(cache.parse_args(
+            ["--model", str(tiny_lm), "--dataset", str(SENTIMENT), "--split", split, "--max_length", "32",
+             "--output_dir", str(tmp_path / "cache"), "--save_features", "--features_dtype", "float32",
+             "--device", "cpu"])))
+    run = ("--epochs", "3", "--lr", "1e-2", "--head_dropout", "0", "--batch_size", "64")
+    direct = linear_training.main(linear_training.parse_args(argv(tiny_lm, tmp_path / "direct", *run)))
+    cached = linear_training.main(linear_training.parse_args(
+        argv(tiny_lm, tmp_path / "cached", *run, "--features_dir", str(dirs["train"]),
+             "--test_features_dir", str(dirs["test"]))))
+    assert cached["n_train"] == direct["n_train"] == 28 and cached["n_test"] == direct["n_test"] == 12
+    assert cached["test_loss"] == pytest.approx(direct["test_loss"], rel=1e-5)
+    assert cached["test_accuracy"] == direct["test_accuracy"]
+    a, b = (load_file(str(tmp_path / d / "head.safetensors")) for d in ("direct", "cached"))
+    torch.testing.assert_close(a["weight"], b["weight"], rtol=1e-4, atol=1e-5)
+    # features of another model, another max_length, or without the test split: clear errors
+    feats = ("--features_dir", str(dirs["train"]), "--test_features_dir", str(dirs["test"]))
+    with pytest.raises(SystemExit, match="not --model"):
+        linear_training.main(linear_training.parse_args(
+            ["--model", "smollm2-135m", "--output_dir", str(tmp_path / "m"), "--max_length", "32", *feats]))
+    with pytest.raises(SystemExit, match="--max_length 32"):
+        linear_training.main(linear_training.parse_args(
+            argv(tiny_lm, tmp_path / "l", *feats, "--max_length", "64")))  # the last flag wins
+    with pytest.raises(SystemExit, match="test_features_dir"):
+        linear_training.main(linear_training.parse_args(
+            argv(tiny_lm, tmp_path / "t", "--features_dir", str(dirs["train"]))))
 
 
 def test_gradient_accumulation_gives_the_same_step(tiny_lm, tmp_path):
