@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.13.0
 DEMO_DIR := outputs/smollm2-135m/vader-movies/train
 
-.PHONY: install test test-slow lint demo fetch fetch-all figures bench clean
+.PHONY: install test test-slow lint demo fetch fetch-all figures bench reproduce-offline clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ demo: fetch  ## cache.py -> K_sweep.py on the embedded default, printing the NTP
 
 figures: install  ## the paper's figures from the authors' data, with the r table of SPEC §4
 	$(PY) fig_plot/make_all.py
+
+reproduce-offline: fetch-all  ## the paper's experiment on 3 offline models x 7 datasets (~2 h on 2 cores; resumable)
+	$(PY) reproduce_offline.py
 
 bench: install  ## speed benchmarks (print ratios)
 	$(PY) bench/ksweep_bench.py

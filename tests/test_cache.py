@@ -132,7 +132,7 @@ def tiny_dirs(tmp_path_factory):
 
 def run_cache(model_dir, out, *extra):
     argv = ["--model", str(model_dir), "--dataset", str(FIXTURE), "--output_dir", str(out),
-            "--max_samples", "0", "--batch_size", "4", "--shard_size", "8", *extra]
+            "--max_samples", "0", "--batch_size", "4", "--shard_size", "8", "--checkpoint_interval", "0", *extra]
     return cache.main(cache.parse_args(argv))
 
 

@@ -1,0 +1,148 @@
+"""The offline-reproduction runner (plan, resume rule) and the report built from analysis outputs.
+
+The report test plants a known structure: NTPS at (layer 1, f 0.25) equals the accuracy of each of
+eight datasets for model "good" and is noise for model "noise"; the report must call the first
+supported and the second not, with the numbers of analyze.py's analysis.json.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import analyze  # noqa: E402
+import reproduce_offline as ro  # noqa: E402
+from ntps import report  # noqa: E402
+
+
+def test_plan_covers_every_model_and_dataset_with_the_caps():
+    args = ro.parse_args([])
+    stages = ro.plan(args)
+    keys = [s.key for s in stages]
+    assert len(keys) == len(set(keys))
+    groups = {s.group for s in stages}
+    assert groups == {"cache", "ksweep", "scores", "sklearn", "linear", "lora", "analysis", "report"}
+    for model in ro.MODELS:
+        n_train, n_test = ro.CAPS[model]
+        for ds in ro.DATASETS:
+            train = next(s for s in stages if s.key == f"cache/{model}/{ds}/train")
+            test = next(s for s in stages if s.key == f"cache/{model}/{ds}/test")
+            for stage, n in ((train, n_train), (test, n_test)):
+                cmd = stage.cmd
+                assert cmd[cmd.index("--max_samples") + 1] == str(n)
+                assert cmd[cmd.index("--max_length") + 1] == str(ro.MAX_LENGTH)
+                assert "--save_features" in cmd
+    # the LoRA subset reuses the linear probe trained on the cached features
+    lora = [s for s in stages if s.group == "lora"]
+    assert len(lora) == len(ro.LORA_SUBSET["models"]) * len(ro.LORA_SUBSET["datasets"])
+    assert all("--linear_results" in s.cmd for s in lora)
+    # the analysis comes after every per-dataset stage, the report last
+    order = [s.group for s in stages]
+    assert order.index("analysis") > max(i for i, g in enumerate(order) if g in ("cache", "lora"))
+    assert order[-1] == "report"
+
+
+def test_scale_and_filters():
+    stages = ro.plan(ro.parse_args(["--models", "gemma3-270m", "--datasets", "bbc-news", "--scale", "0.5",
+                                    "--lora_models", ""]))
+    cache = [s for s in stages if s.group == "cache"]
+    assert [s.cmd[s.cmd.index("--max_samples") + 1] for s in cache] == ["350", "100"]
+    assert not [s for s in stages if s.group == "lora"]
+    whole = ro.plan(ro.parse_args(["--models", "gemma3-270m", "--datasets", "bbc-news", "--scale", "0"]))
+    assert {s.cmd[s.cmd.index("--max_samples") + 1] for s in whole if s.group == "cache"} == {"0"}
+
+
+def test_a_stage_is_done_only_with_the_same_command_and_its_outputs(tmp_path):
+    out = tmp_path / "x.csv"
+    stage = ro.Stage("k", ["python", "a.py", "--n", "1"], [out], "ksweep")
+    record = {"stages": {"k": {"cmd": ["a.py", "--n", "1"], "rc": 0}}}
+    assert not ro.is_done(stage, record)  # output missing
+    out.write_text("x")
+    assert ro.is_done(stage, record)
+    assert not ro.is_done(ro.Stage("k", ["python", "a.py", "--n", "2"], [out], "ksweep"), record)
+    record["stages"]["k"]["rc"] = 1
+    assert not ro.is_done(stage, record)
+
+
+def test_runner_runs_resumes_and_stops_on_failure(tmp_path, monkeypatch, capsys):
+    """A fake plan of three shell stages: the second fails once; a rerun skips the first."""
+    marker = tmp_path / "fail_once"
+    marker.write_text("")
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    script = ("import sys, pathlib; m = pathlib.Path(sys.argv[1]);\n"
+              "if m.exists(): m.unlink(); sys.exit(3)\n"
+              "pathlib.Path(sys.argv[2]).write_text('ok')")
+    stages = [ro.Stage("one", [sys.executable, "-c", f"open({str(a)!r}, 'w').write('ok')"], [a], "ksweep"),
+              ro.Stage("two", [sys.executable, "-c", script, str(marker), str(b)], [b], "scores")]
+    monkeypatch.setattr(ro, "plan", lambda args: stages)
+    args = ro.parse_args(["--output_dir", str(tmp_path / "runs")])
+    assert ro.main(args) == 3 and a.is_file() and not b.exists()
+    assert "stage two failed" in capsys.readouterr().err
+    assert ro.main(args) == 0 and b.is_file()
+    record = json.loads((tmp_path / "runs" / ro.STAGE_FILE).read_text())
+    assert [i["ran"] for i in record["invocations"]] == [2, 1]
+    assert [i["skipped"] for i in record["invocations"]] == [0, 1]
+    assert record["stages"]["two"]["rc"] == 0
+
+
+def _collected(rng) -> pd.DataFrame:
+    rows = []
+    n_ds, layers, fractions = 8, (0, 1, 2), (0.25, 0.5)
+    for model in ("good", "noise"):
+        acc = rng.uniform(0.6, 0.95, n_ds)
+        for j in range(n_ds):
+            for layer in layers:
+                for f in fractions:
+                    signal = model == "good" and layer == 1 and f == 0.25
+                    ntps = acc[j] if signal else rng.uniform(0.2, 0.8)
+                    rows.append({"model": model, "dataset": f"ds{j}", "order": "descending", "variant": "raw",
+                                 "layer": layer, "fraction": f, "k_V": int(f * 64), "ntps": ntps, "chance": f,
+                                 "n_texts": 500, "d": 64, "label_rank": 2, "probe_layer": 2,
+                                 "probe_train_acc": acc[j], "probe_test_acc": acc[j] - 0.1,
+                                 "probe_train_mse": 1 - acc[j], "probe_test_mse": 1.1 - acc[j],
+                                 "linear_test_acc": acc[j] - 0.05})
+    return pd.DataFrame(rows)
+
+
+def test_report_states_the_verdicts_with_the_analysis_numbers(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    _collected(np.random.default_rng(0)).to_csv(runs / "collected.csv", index=False)
+    analyze.main(analyze.parse_args(["--csv", str(runs / "collected.csv"), "--n_perm", "199", "--out_dir",
+                                     str(runs / "analysis"), "--no_plots", "--metric", "probe_train_acc",
+                                     "probe_test_acc", "probe_train_mse"]))
+    (runs / "stages.json").write_text(json.dumps({"stages": {
+        "ksweep/good/ds0/raw_descending": {"rc": 0, "seconds": 2.5, "model": "good", "dataset": "ds0"}},
+        "invocations": [{"started": "2026-01-01T00:00:00", "ran": 1, "skipped": 0, "seconds": 2.5}]}))
+    summary = report.build(runs, tmp_path / "report", "python reproduce_offline.py --test")
+    text = (tmp_path / "report" / "REPORT.md").read_text()
+
+    analysis = json.loads((runs / "analysis" / "analysis.json").read_text())
+    good = next(r for r in analysis["results"]["probe_train_acc"] if r["model"] == "good")
+    assert (good["layer"], good["fraction"]) == (1, 0.25) and good["r_argmax"] == pytest.approx(1.0)
+    verdicts = {v["model"]: v for v in summary["verdicts"]["probe_train_acc"]}
+    assert verdicts["good"]["verdict"] == "supported" and verdicts["good"]["perm_p"] == good["perm_p"]
+    assert verdicts["noise"]["verdict"] != "supported"
+    assert verdicts["good"]["lodo_r"] == pytest.approx(good["lodo_r"])
+    assert "python reproduce_offline.py --test" in text and "## Do the paper's claims hold here?" in text
+    assert "1 of 2 models support the claim" in text
+    for section in ("## Spearman r of NTPS", "## NTPS with chance levels", "## Probe accuracies",
+                    "## Wall time per stage", "## Caveats"):
+        assert section in text
+    # the fixed-cell NTPS table: last layer, f = 0.25, with chance
+    fixed = pd.read_csv(tmp_path / "report" / "ntps_table.csv")
+    assert set(fixed["layer"]) == {2} and np.allclose(fixed["fraction"], 0.25) and np.allclose(fixed["chance"], 0.25)
+    assert (tmp_path / "report" / "figures" / "ntps_vs_probe_train_acc.png").is_file()
+    assert json.loads((tmp_path / "report" / "summary.json").read_text())["timings_total_s"] == 2.5
+
+
+def test_report_refuses_without_the_analysis(tmp_path):
+    with pytest.raises(SystemExit, match="collected.csv is missing"):
+        report.main(["--runs_dir", str(tmp_path), "--report_dir", str(tmp_path / "r")])
