@@ -329,6 +329,24 @@ def test_ntps_lora_end_to_end(tiny_lm, tmp_path):
     assert len(sweep) == 3 * 2  # layers 0..2 × 2 fractions
     assert json.loads((Path(res["stats_after"]) / "meta.json").read_text())["lora_ckpt"] == res["adapter"]
     assert any(r["ntps_before"] != r["ntps_after"] for r in sweep if r["layer"] != "0")
+    # a finished linear probe can be reused (reproduce_offline.py trains it on cached features)
+    linear_json = Path(res["linear_results"])
+    reuse = ntps_lora.parse_args([*argv_of(args), "--linear_results", str(linear_json)])
+    assert ntps_lora.main(reuse)["row"]["linear_acc"] == row["linear_acc"]
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**json.loads(linear_json.read_text()), "model": "someone-else"}))
+    with pytest.raises(SystemExit, match="not a linear probe of"):
+        ntps_lora.main(ntps_lora.parse_args([*argv_of(args), "--linear_results", str(other)]))
+    with pytest.raises(SystemExit, match="does not exist"):
+        ntps_lora.main(ntps_lora.parse_args([*argv_of(args), "--linear_results", str(tmp_path / "none.json")]))
+
+
+def argv_of(args) -> list[str]:
+    """The argv of an ntps_lora run (for reruns with one more flag)."""
+    return ["--model", args.model, "--dataset", args.dataset, "--output_dir", args.output_dir, "--device", "cpu",
+            "--batch_size", str(args.batch_size), "--max_length", str(args.max_length), "--linear_max_steps",
+            str(args.linear_max_steps), "--lora_max_steps", str(args.lora_max_steps), "--lora_args", args.lora_args,
+            "--fractions", args.fractions]
 
 
 def test_select_cell():
