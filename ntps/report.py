@@ -109,8 +109,17 @@ def fixed_cell_ntps(collected: pd.DataFrame, fraction: float = 0.25) -> pd.DataF
 
 
 def lora_rows(runs_dir: Path) -> pd.DataFrame:
-    frames = [pd.read_csv(p) for p in sorted(runs_dir.glob("*/*/ntps_lora.csv"))]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    """ntps_lora.csv rows with the LoRA run's budget (steps, lr, batch, texts, training seconds)."""
+    rows = []
+    for path in sorted(runs_dir.glob("*/*/ntps_lora.csv")):
+        for row in pd.read_csv(path).to_dict("records"):
+            res_path = Path(read_json(path.with_suffix(".json"))["lora_results"])
+            res = read_json(res_path) if res_path.is_file() else {}
+            cfg = res.get("config", {})
+            rows.append({**row, "steps": res.get("steps"), "lr": cfg.get("lr"), "batch_size": cfg.get("batch_size"),
+                         "max_length": cfg.get("max_length"), "n_train": res.get("n_train"),
+                         "n_test": res.get("n_test"), "lora_train_s": res.get("train_time_s")})
+    return pd.DataFrame(rows)
 
 
 def timings(runs_dir: Path) -> pd.DataFrame:
@@ -388,6 +397,11 @@ def render(summary, corr, per_ds, fixed, sel, lora, times, baselines, collected)
                 for _, r in lora.iterrows()]
         L += [_table(rows, ["model", "dataset", "linear acc", "LoRA acc", "gain", "layer, f", "NTPS before",
                             "NTPS after", "chance"]), "",
+              "LoRA budget: " + "; ".join(
+                  f"{r['dataset']}: {r['steps']} steps × batch {r['batch_size']}, lr {r['lr']:g}, {r['max_length']} "
+                  f"tokens, {r['n_train']} train / {r['n_test']} test texts, training {r['lora_train_s'] / 60:.1f} min"
+                  for _, r in lora.iterrows() if pd.notna(r.get("steps"))) + " (r 32, α 32, q/k/v of every block, "
+              "Adafactor + cosine as in the paper).", "",
               "The reported cell is the largest NTPS-before margin over chance (ntps_lora.py); the full layer × "
               "fraction sweeps before and after are in `outputs/offline/{model}/{dataset}/ntps_lora_sweep.csv`.", ""]
 
