@@ -166,7 +166,8 @@ def whitened_sweep(sol: LayerSolution, *, n_texts: float = 1.0, fractions=DEFAUL
     first_dep = int(np.argmax(dependent)) if dependent.any() else len(dependent)
     T2 = (Q.T @ Ut) ** 2  # (kV_max, c)
     captured = torch.nn.functional.pad(T2.cumsum(0), (0, 0, 1, 0))  # captured[k, i] = ‖P_k ũ_i‖²
-    cap = captured[torch.as_tensor(kV)].cpu().numpy()  # (n, c)
+    # with N < d, span(Σ) has r_U < k_V dimensions: Q has at most r_U columns, and those k_V are NaN below
+    cap = captured[torch.as_tensor(np.minimum(kV, captured.shape[0] - 1))].cpu().numpy()  # (n, c)
     lam_np = lam.cpu().numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
         score = np.where((kV > 0) & (c > 0), cap.sum(1) / max(c, 1), np.nan)

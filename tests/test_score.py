@@ -165,6 +165,22 @@ def test_whitened_bound_holds_on_random_instances():
         assert np.all(np.diff(w["excess"]) <= 1e-12)  # a larger encoder never loses more
 
 
+def test_whitened_sweep_with_fewer_texts_than_dimensions():
+    """N < d: Σ has rank N - ... < k_V for large fractions; those cells are NaN, the others finite."""
+    rng = np.random.default_rng(11)
+    N, T, d, C = 8, 6, 20, 2
+    X = rng.normal(size=(N, d))
+    Y = np.eye(C)[np.arange(N) % C]
+    H = rng.normal(size=(N * T, d))
+    S, Hn = np.cumsum(H.reshape(N, T, d), 1)[:, :-1].reshape(-1, d), H.reshape(N, T, d)[:, 1:].reshape(-1, d)
+    sol = solve_layer(X.T @ X, X.T @ Y, S.T @ S, S.T @ Hn)
+    assert sol.U.rank <= N < sol.V.rank
+    w = whitened_sweep(sol, n_texts=N)
+    big = w["k_V"] > sol.U.rank
+    assert big.any() and np.isnan(w["ntps"][big]).all()
+    assert np.isfinite(w["ntps"][(w["k_V"] > 0) & ~big]).all()
+
+
 def test_excess_loss_is_the_least_squares_gap_and_bound_tight_when_eigenvalues_equal():
     rng = np.random.default_rng(7)
     N, d, C = 600, 12, 2
