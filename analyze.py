@@ -98,10 +98,16 @@ def main(args):
         for key, rows in groups(table):
             try:
                 grid = analysis.build_grid(rows, metric)
+                if len(grid.datasets) < 3:
+                    raise ValueError(f"{len(grid.datasets)} dataset(s) with {metric}: no rank correlation")
             except ValueError as e:
                 print(f"[{key}] {metric}: skipped: {e}", file=sys.stderr)
                 continue
-            res = analysis.analyze_grid(grid, sign=sign, n_perm=args.n_perm, seed=args.seed)
+            try:
+                res = analysis.analyze_grid(grid, sign=sign, n_perm=args.n_perm, seed=args.seed)
+            except ValueError as e:  # e.g. a metric equal on every dataset (saturated in-sample accuracy)
+                print(f"[{key}] {metric}: skipped: {e}", file=sys.stderr)
+                continue
             res.update({k: v for k, v in key.items() if k != "model"})
             results.append(res)
             for row in res.get("per_dataset", []):
