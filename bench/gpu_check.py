@@ -104,7 +104,8 @@ def main() -> int:
         path = build_model(name, work / "models", tok_dir)
         log(out, step=f"build {name}", seconds=round(time.perf_counter() - t, 1))
         res = run(out, f"cache {name}", ["cache.py", "--model", str(path), "--dataset", "vader-movies",
-                                         "--max_samples", "64" if args.smoke else "0", "--device", DEVICE, "--dtype", "bfloat16",
+                                         "--max_samples", "64" if args.smoke else "0", "--device", DEVICE,
+                                         "--dtype", "bfloat16",
                                          "--batch_size", "64", "--output_dir", str(runs), "--overwrite"])
         stats = next(runs.glob(f"*{name}*/vader-movies/train"), None)
         if res["rc"] or stats is None:
@@ -151,7 +152,8 @@ def main() -> int:
                 log(out, step="linear result", steps=r["steps"], wall_s=r["wall_time_s"], prep_s=r["prep_time_s"],
                     test_accuracy=r["test_accuracy"])
             run(out, f"from_scratch {name}", ["from_scratch.py", "--model", str(path), "--dataset", "vader-movies",
-                                              "--device", DEVICE, "--max_steps", "3" if args.smoke else "100", "--batch_size", "32",
+                                              "--device", DEVICE, "--max_steps", "3" if args.smoke else "100",
+                                              "--batch_size", "32",
                                               "--max_length", "128", "--max_eval_samples", "500",
                                               "--output_dir", str(work / "scratch"), "--overwrite"])
     return 0
