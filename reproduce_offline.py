@@ -39,7 +39,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ntps.cli import HelpFormatter
@@ -79,7 +79,6 @@ class Stage:
     group: str  # cache, ksweep, scores, sklearn, linear, lora, analysis, report
     model: str | None = None
     dataset: str | None = None
-    env: dict = field(default_factory=dict)
 
 
 def parse_args(argv=None):
@@ -183,10 +182,6 @@ def _load_record(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {"stages": {}, "invocations": []}
 
 
-def _save_record(path: Path, record: dict) -> None:
-    write_json(path, record)
-
-
 def is_done(stage: Stage, record: dict) -> bool:
     """A per-dataset stage is done when it ran with the same command and its outputs exist; the
     analysis and the report read everything before them, so they always run (seconds)."""
@@ -236,7 +231,7 @@ def main(args) -> int:
                                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
         invocation["ran"] += 1
         invocation["seconds"] = round(time.time() - t0, 1)
-        _save_record(record_path, record)
+        write_json(record_path, record)
         if rc != 0:
             tail = log_path.read_text().splitlines()[-15:]
             print("\n".join(tail), file=sys.stderr)
@@ -245,7 +240,7 @@ def main(args) -> int:
             return rc
         tqdm.write(f"[{s.group}] {s.key}: {seconds:.1f}s", file=sys.stderr)
     invocation["seconds"] = round(time.time() - t0, 1)
-    _save_record(record_path, record)
+    write_json(record_path, record)
     print(f"reproduce_offline.py: {invocation['ran']} stages run, {invocation['skipped']} up to date, "
           f"{invocation['seconds']:.0f}s; report in {args.report_dir}/REPORT.md", file=sys.stderr)
     return 0

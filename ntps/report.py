@@ -127,13 +127,10 @@ def timings(runs_dir: Path) -> pd.DataFrame:
     the runner found already done, the time recorded in its artifact."""
     record = read_json(runs_dir / "stages.json") if (runs_dir / "stages.json").is_file() else {"stages": {}}
     rows = []
-    for meta_path in sorted(runs_dir.glob("*/*/*/meta.json")):
-        if meta_path.parent.parent.name in ("lora",) or "stats_after" in meta_path.parts:
-            continue
+    # {model}/{dataset}/{split}/meta.json; LoRA's stats_after lie deeper and are part of the lora stage
+    for meta_path in sorted(runs_dir.glob("*/*/train/meta.json")) + sorted(runs_dir.glob("*/*/test/meta.json")):
         meta = read_json(meta_path)
-        split = meta_path.parts[-2]
-        if split not in ("train", "test"):
-            continue
+        split = meta_path.parent.name
         key = f"cache/{meta['model']}/{meta['dataset']}/{split}"
         rows.append({"stage": "cache", "key": key, "model": meta["model"], "dataset": meta["dataset"],
                      "seconds": float(meta.get("seconds", {}).get("total", np.nan)),
