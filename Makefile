@@ -7,11 +7,12 @@ DEMO_DIR := outputs/smollm2-135m/vader-movies/train
 
 .PHONY: install test test-slow lint demo fetch fetch-all figures bench reproduce-offline clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install $(TORCH_PIN)
 	$(PY) -m pip install -r requirements-dev.txt
+	$(PY) -m pip install --no-deps -e .
 	touch $@
 
 install: $(VENV)/.installed  ## create .venv with the CPU build of torch and every dependency
