@@ -100,8 +100,8 @@ def _tidy_csv(path: Path) -> Path:
                 for f in (0.25, 0.5, 0.75, 1.0):
                     signal = {(2, 0.5): -mse[j], (1, 0.25): -gain[j]}.get((layer, f), 0.0)
                     rows.append({"model": model, "dataset": ds, "layer": layer, "fraction": f,
-                                 "order": "desc", "variant": "raw", "chance": f / 8,
-                                 "ntps": signal + 0.01 * rng.normal(),
+                                 "score": "ntps_raw_desc", "chance": f / 8,
+                                 "value": signal + 0.01 * rng.normal(),
                                  "probe_train_acc": acc[j], "probe_train_mse": mse[j], "lora_gain": gain[j]})
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
@@ -121,10 +121,13 @@ def test_fig2_and_fig3_from_our_csv(tmp_path, capsys):
         assert (tmp_path / f"{stem}.pdf").read_bytes()[:4] == b"%PDF" and (tmp_path / f"{stem}.png").is_file()
     out = capsys.readouterr().out
     assert "perm_p" in out and "LODO_r" in out
-    two = pd.concat([pd.read_csv(csv), pd.read_csv(csv).assign(order="asc")])
+    two = pd.concat([pd.read_csv(csv), pd.read_csv(csv).assign(score="ntps_raw_asc")])
     two.to_csv(tmp_path / "two.csv", index=False)
-    with pytest.raises(SystemExit, match="--order"):
+    with pytest.raises(SystemExit, match="--score"):
         fig3.main(fig3.parse_args(["--csv", str(tmp_path / "two.csv"), "--out_dir", str(tmp_path)]))
+    chosen = fig3.main(fig3.parse_args(["--csv", str(tmp_path / "two.csv"), "--score", "ntps_raw_desc",
+                                        "--out_dir", str(tmp_path), "--n_perm", "99", *FAST]))
+    assert [p["r"] for p in chosen] == [p["r"] for p in pts3]
 
 
 def test_fig1_on_shipped_data_and_csv_input(tmp_path):
