@@ -54,11 +54,14 @@ def test_paper_r_recomputed_from_json_equals_spec(model):
 
 def test_shipped_data_is_the_authors(tmp_path):
     shared = ROOT.parent / "shared" / "paper_data"
-    for name in ("fig1.json", "fig2_1.json", "fig2_2.json", "fig3.json"):
+    names = ("fig1.json", "fig2_1.json", "fig2_2.json", "fig3.json")
+    for name in names:
         assert json.loads((DATA / name).read_text())  # parses
-        if (shared / name).is_file():
-            assert (DATA / name).read_bytes() == (shared / name).read_bytes()
     assert "Yu-Ang Cheng" in (DATA / "README.md").read_text()
+    if not shared.is_dir():
+        pytest.skip(f"{shared} (the authors' release) is not here to compare the bytes with")
+    for name in names:
+        assert (DATA / name).read_bytes() == (shared / name).read_bytes(), name
 
 
 def test_make_all_on_paper_data_renders_every_figure_quietly(tmp_path, capsys, caplog):
@@ -82,9 +85,23 @@ def test_make_all_on_paper_data_renders_every_figure_quietly(tmp_path, capsys, c
     assert not [w for w in caught if "matplotlib" in str(w.filename) or "font" in str(w.message).lower()]
 
 
-def test_font_fallback_is_silent():
+def test_font_fallback_is_silent(caplog):
     assert plotting.available_font(("No Such Font", "DejaVu Sans")) == "DejaVu Sans"
-    assert plotting.setup() in plotting.PREFERRED_FONTS or plotting.setup()
+    import io
+
+    import matplotlib
+    import matplotlib.pyplot as plt
+    from matplotlib import font_manager
+
+    family = plotting.setup()
+    assert family in {f.name for f in font_manager.fontManager.ttflist}  # an installed font, not a wish
+    assert matplotlib.rcParams["font.sans-serif"] == [family]
+    caplog.set_level(logging.WARNING, logger="matplotlib.font_manager")
+    fig, ax = plt.subplots()
+    ax.set_title("NTPS")
+    fig.savefig(io.BytesIO(), format="png")
+    plt.close(fig)
+    assert not [r for r in caplog.records if "findfont" in r.getMessage()]
 
 
 def _tidy_csv(path: Path) -> Path:
