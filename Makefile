@@ -42,7 +42,7 @@ figures: install  ## the paper's figures from the authors' data, with the r tabl
 	$(PY) fig_plot/make_all.py
 
 reproduce-offline: fetch-all  ## the paper's experiment on 3 offline models x 7 datasets (~2 h on 2 cores; resumable)
-	$(PY) reproduce_offline.py
+	$(PY) -m runs.reproduce_offline
 
 bench: install  ## speed benchmarks (print ratios)
 	$(PY) bench/ksweep_bench.py

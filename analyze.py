@@ -1,29 +1,39 @@
-"""Per-model correlation analysis of NTPS against downstream metrics (SPEC §3, §5).
+"""Does a training-free score rank the datasets of a model like a downstream metric? (SPEC §3, §5)
 
-For each model (and each order/variant present, unless filtered) and each metric:
+Every score of collect.py's long table -- the NTPS variants and the baselines alike -- goes through
+the same functions of :mod:`ntps.analysis`. Scores where lower is better (``ls_mse``, ``ridge_mse``,
+``*_excess``) are negated first and shown as ``-name``. For each model × metric × score:
 
-(a) the paper's protocol -- the (layer, f) maximising spearman(NTPS, sign * metric) over the
-    datasets, chosen on the same data (sign = -1 for MSE/log-loss/LoRA gain, see ntps.analysis);
-(b) leave-one-dataset-out -- (layer, f) chosen without the held-out dataset, its NTPS used as
-    the prediction, Spearman of the held-out predictions with the metric;
+(a) the paper's protocol -- the candidate (layer, f) maximising r = spearman(score, sign * metric)
+    over the datasets, chosen on the same data (sign = -1 for MSE/log-loss/LoRA gain);
+(b) leave-one-dataset-out -- the candidate chosen without the held-out dataset predicts it; r of
+    the held-out predictions (needs >= 4 datasets);
 (c) a permutation test that repeats the whole argmax selection on metrics shuffled across
-    datasets: p = (1 + #{null >= observed}) / (1 + n_perm);
-(d) the layer x f heat map of the correlation (PDF/PNG per model and metric);
-(e) the NTPS at the selected (layer, f) next to its chance level k_V / d, per dataset.
+    datasets: p = (1 + #{null >= observed}) / (1 + n_perm), and the 95th percentile of that null;
+(d) for the NTPS sweeps (the scores with a chance level): the layer x f heat map of r;
+(e) the score at the selected candidate next to its chance level k_V / d, per dataset;
+and r / ordinary permutation p at the candidate fixed in advance (last layer, lower-median fraction).
+
+Writes into ``{output_dir}/analysis/``: ``analysis.json`` (every result, the settings and the
+messages), ``ranking.csv`` and ``ranking.md`` (one row per model × metric × score, sorted by LODO r:
+which score tracks the metric best), ``selected_{metric}.csv`` ((e) for every score) and
+``heatmap_{metric}_{model}_{score}.pdf/png``; prints the markdown ranking. A metric known for fewer
+than 3 datasets of a model is skipped; with fewer than 4 the correlations are flagged meaningless.
 
 On the authors' figure data (``--input fig_plot/data/fig2_1.json`` etc.) there is a single
 candidate per model -- they published only the selected values -- so only (a) and (e) apply
 (without chance: not published); the script says so.
 
-    python analyze.py --csv outputs/collected.csv --order desc --variant raw --out_dir outputs/analysis
-    python analyze.py --csv outputs/collected.csv --metric probe_train_acc lora_gain --n_perm 10000
+    python analyze.py                                       # outputs/collected.csv -> outputs/analysis/
+    python analyze.py --output_dir outputs/offline --metric probe_test_acc lora_gain --n_perm 10000
+    python analyze.py --score ntps_raw_descending logme --metric probe_train_acc
     python analyze.py --input fig_plot/data/fig3.json
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 import time
 from pathlib import Path
 
@@ -31,148 +41,198 @@ import numpy as np
 import pandas as pd
 
 from ntps import analysis
-from ntps.io import atomic_path, slugify, write_json
+from ntps.cli import DEFAULT_OUTPUT_DIR, HelpFormatter, run
+from ntps.io import atomic_path, environment_info, slugify, write_json
+from ntps.report import fmt, markdown_table
+
+log = logging.getLogger("analyze")
 
 DEFAULT_METRICS = list(analysis.FIGURE_METRICS.values())
+RANKING_COLUMNS = ["model", "metric", "score", "n_datasets", "n_candidates", "lodo_r", "r_argmax", "perm_p",
+                   "null_q95", "sel_layer", "sel_fraction", "r_fixed", "p_fixed", "fixed_layer", "fixed_fraction",
+                   "note"]
+#: Ranking columns shown in the markdown tables, with their number format.
+SHOWN = [("score", "s"), ("n_datasets", "d"), ("n_candidates", "d"), ("lodo_r", ".2f"), ("r_argmax", ".2f"),
+         ("perm_p", ".3f"), ("null_q95", ".2f"), ("sel_layer", "d"), ("sel_fraction", "g"), ("r_fixed", ".2f"),
+         ("p_fixed", ".3f"), ("note", "s")]
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--csv", type=Path, help="tidy table from collect.py")
-    src.add_argument("--input", type=Path, help="the authors' figure JSON (fig2_1/fig2_2/fig3)")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--csv", type=Path, default=None,
+                     help="long table from collect.py (default: {output_dir}/collected.csv)")
+    src.add_argument("--input", type=Path, default=None, help="the authors' figure JSON (fig2_1/fig2_2/fig3)")
+    p.add_argument("--output_dir", type=Path, default=Path(DEFAULT_OUTPUT_DIR),
+                   help="output root; results go to {output_dir}/analysis/")
     p.add_argument("--metric", nargs="+", default=None,
                    help=f"metric column(s); default: those of {DEFAULT_METRICS} present with data")
+    p.add_argument("--score", nargs="+", default=None, help="only these scores (names of collect.py); default all")
     p.add_argument("--sign", type=int, choices=[-1, 1], default=None,
                    help="orientation of the metric (default: -1 for mse/loss/gain names, else +1)")
     p.add_argument("--models", nargs="+", default=None, help="only these models")
-    p.add_argument("--order", default=None, help="only this eigenvector order (desc/asc)")
-    p.add_argument("--variant", default=None, help="only this NTPS variant")
     p.add_argument("--unique_only", action="store_true",
                    help="only candidates whose subspaces are uniquely defined (SPEC §2.0)")
-    p.add_argument("--n_perm", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out_dir", type=Path, default=Path("outputs/analysis"))
+    p.add_argument("--n_perm", type=int, default=1000, help="permutations of the selection-aware tests")
+    p.add_argument("--seed", type=int, default=0, help="seed of the permutations")
     p.add_argument("--no_plots", action="store_true", help="skip the heat maps")
     return p.parse_args(argv)
 
 
 def load(args) -> tuple[pd.DataFrame, str]:
+    """The long table (filtered by --models/--score/--unique_only) and its source kind."""
     if args.input is not None:
-        return analysis.paper_table(args.input), "paper"
-    table = pd.read_csv(args.csv)
-    for col, want in (("order", args.order), ("variant", args.variant)):
-        if want is not None and col in table:
-            table = table[table[col].astype(str) == str(want)]
-    if args.unique_only and "unique" in table:
-        table = table[table["unique"].astype(str).str.lower().isin(["true", "1"])]
-    return table, "csv"
-
-
-def groups(table: pd.DataFrame):
-    """(label, rows) per model x order x variant present."""
-    keys = [c for c in ("model", "order", "variant") if c in table and table[c].notna().any()]
-    for key, rows in table.groupby(keys, sort=True, dropna=False):
-        key = key if isinstance(key, tuple) else (key,)
-        yield dict(zip(keys, key)), rows
-
-
-def main(args):
-    t0 = time.perf_counter()
-    table, source = load(args)
+        table, source = analysis.paper_table(args.input), "paper"
+    else:
+        table, source = pd.read_csv(args.csv or args.output_dir / "collected.csv"), "csv"
     if args.models:
         table = table[table["model"].isin(args.models)]
+    if args.score:
+        table = table[table["score"].isin(args.score)]
+    if args.unique_only:
+        table = analysis.unique_only(table)
     if table.empty:
-        raise SystemExit("no rows to analyse (check --models/--order/--variant)")
+        raise ValueError("no rows to analyse: run K_sweep.py / scores.py on the statistics artifacts, then "
+                         "collect.py (and check --models/--score)")
+    return analysis.orient_scores(table), source
+
+
+def metrics_of(args, table: pd.DataFrame) -> list[str]:
     metrics = args.metric or [m for m in DEFAULT_METRICS if m in table and table[m].notna().any()]
     missing = [m for m in metrics if m not in table]
     if missing or not metrics:
-        cols = [c for c in table.columns if c not in ("model", "dataset", "layer", "fraction", "k")]
-        raise SystemExit(f"metric column(s) {missing or DEFAULT_METRICS} not in the table; columns: {cols}")
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    all_results = {}
-    for metric in metrics:
-        sign = args.sign if args.sign is not None else analysis.metric_sign(metric)
-        results, selected_rows = [], []
-        for key, rows in groups(table):
+        cols = [c for c in table.columns if c not in ("model", "dataset", "layer", "fraction", "k", "score", "value")]
+        raise ValueError(f"metric column(s) {missing or DEFAULT_METRICS} not in the table; columns: {cols}")
+    return metrics
+
+
+def evaluate(table: pd.DataFrame, metric: str, sign: int, args, say) -> list[dict]:
+    """:func:`ntps.analysis.analyze_grid` for every model × score with the metric on >= 3 datasets."""
+    results = []
+    for model, rows in table.groupby("model", sort=True):
+        per_ds = rows.groupby("dataset")[metric].first()
+        n = int(per_ds.notna().sum())
+        if n < 3:
+            say(f"{model}: {metric} available for {n}/{len(per_ds)} dataset(s); need >= 3, skipped")
+            continue
+        if n < analysis.MIN_DATASETS:
+            say(f"{model}: {metric} for only {n} datasets: rank correlations over fewer than "
+                f"{analysis.MIN_DATASETS} points are meaningless (LODO undefined)", logging.WARNING)
+        for score, part in rows.groupby("score", sort=True):
             try:
-                grid = analysis.build_grid(rows, metric)
-                if len(grid.datasets) < 3:
-                    raise ValueError(f"{len(grid.datasets)} dataset(s) with {metric}: no rank correlation")
-            except ValueError as e:
-                print(f"[{key}] {metric}: skipped: {e}", file=sys.stderr)
-                continue
-            try:
+                grid = analysis.build_grid(part, metric)
                 res = analysis.analyze_grid(grid, sign=sign, n_perm=args.n_perm, seed=args.seed)
-            except ValueError as e:  # e.g. a metric equal on every dataset (saturated in-sample accuracy)
-                print(f"[{key}] {metric}: skipped: {e}", file=sys.stderr)
-                continue
-            res.update({k: v for k, v in key.items() if k != "model"})
+            except ValueError as e:
+                grid, res = None, {"model": model, "score": score, "metric": metric, "error": str(e)}
+            if "error" in res:
+                say(f"{model}/{metric}/{score}: {res['error']}")
+            elif not args.no_plots and grid.n_candidates > 1 and np.isfinite(grid.chance).any():
+                plot_heatmap(grid, res, args.output_dir / "analysis")
             results.append(res)
-            for row in res.get("per_dataset", []):
-                selected_rows.append({**key, "layer": res.get("layer"), grid.param: res.get(grid.param),
-                                      **row})
-            if not args.no_plots and grid.n_candidates > 1 and "error" not in res:
-                plot_heatmap(grid, res, key, args.out_dir)
-        all_results[metric] = results
-        print(report(metric, sign, results, source))
-        if selected_rows:
-            with atomic_path(args.out_dir / f"selected_{metric}.csv") as tmp:
-                pd.DataFrame(selected_rows).to_csv(tmp, index=False)
-    write_json(args.out_dir / "analysis.json", {
-        "source": str(args.csv or args.input), "n_perm": args.n_perm, "seed": args.seed,
-        "results": {m: [{k: v for k, v in r.items() if k != "r_all"} for r in rs]
-                    for m, rs in all_results.items()}})
-    print(f"\nwrote {args.out_dir}/analysis.json, selected_*.csv"
-          f"{'' if args.no_plots else ', heatmap_*.pdf/png'} ({time.perf_counter() - t0:.1f} s)")
-    return all_results
+    return results
 
 
-def _f(v, spec):
-    if v is None or (isinstance(v, float) and np.isnan(v)):
-        return "-"
-    return format(v, spec)
-
-
-def report(metric: str, sign: int, results: list[dict], source: str) -> str:
-    how = f"spearman(NTPS, {'-' if sign < 0 else ''}{metric})"
-    lines = ["", f"=== {metric}: r = {how} ==="]
-    single = [r for r in results if r.get("n_candidates") == 1]
-    if single:
-        why = ("the authors published only the selected NTPS per (model, dataset), and no chance level"
-               if source == "paper"
-               else "only one (layer, f) in the table")
-        lines.append(f"NOTE: {len(single)}/{len(results)} group(s) have a single (layer, f) candidate "
-                     f"({why}): (a) is the correlation at that candidate and (e) the per-dataset table; "
-                     f"(b) LODO, (c) the selection-aware permutation test and (d) the heat map need the "
-                     f"full layer x f sweep and are not applicable.")
-    lines.append(f"{'group':<34} {'n_ds':>4} {'cands':>5} {'layer':>5} {'f/k':>6} {'r_sel':>6} "
-                 f"{'perm_p':>7} {'null95':>6} {'LODO_r':>6}")
+def ranking(results: list[dict]) -> pd.DataFrame:
+    """One row per result (RANKING_COLUMNS), sorted by model, metric, then LODO r and r_argmax (best first)."""
+    rows = []
     for r in results:
-        name = " ".join(str(r.get(k)) for k in ("model", "order", "variant") if r.get(k) is not None)
-        if "error" in r:
-            lines.append(f"{name:<34} {r['error']}")
-            continue
-        lines.append(f"{name:<34} {r['n_datasets']:>4} {r['n_candidates']:>5} {_f(r['layer'], 'g'):>5} "
-                     f"{_f(r.get(r['param']), 'g'):>6} {r['r_argmax']:>6.2f} {_f(r['perm_p'], '.3f'):>7} "
-                     f"{_f(r['null_q95'], '.2f'):>6} {_f(r['lodo_r'], '.2f'):>6}")
-    lines.append("r_sel: argmax protocol (optimistic); perm_p: the whole selection repeated on shuffled "
-                 "metrics; null95: 95th percentile of that null; LODO_r: leave-one-dataset-out")
+        note = "; ".join(x for x in (r.get("note"), r.get("error")) if x)
+        rows.append({**{c: r.get(c) for c in RANKING_COLUMNS}, "sel_layer": r.get("layer"),
+                     "sel_fraction": r.get("fraction"), "note": note})
+    table = pd.DataFrame(rows, columns=RANKING_COLUMNS)
+    if table.empty:
+        return table
+    keys = table.assign(_lodo=table["lodo_r"].astype(float).fillna(-np.inf),
+                        _arg=table["r_argmax"].astype(float).fillna(-np.inf))
+    keys = keys.sort_values(["model", "metric", "_lodo", "_arg"], ascending=[True, True, False, False], kind="stable")
+    return keys.drop(columns=["_lodo", "_arg"]).reset_index(drop=True)
+
+
+def markdown(table: pd.DataFrame, n_perm: int) -> str:
+    """One markdown table per model × metric, and the legend."""
+    blocks = []
+    for (model, metric), part in table.groupby(["model", "metric"], sort=False):
+        sign = analysis.metric_sign(metric)
+        rows = [[fmt(r[c], s) for c, s in SHOWN] for _, r in part.iterrows()]
+        blocks.append(f"### {model} — r = spearman(score, {'−' if sign < 0 else ''}{metric})\n\n"
+                      + markdown_table(rows, [c for c, _ in SHOWN]))
+    legend = ("lodo_r: leave-one-dataset-out (honest); r_argmax: the paper's protocol, best candidate "
+              f"chosen on the same data (optimistic); perm_p: {n_perm} permutations repeating the whole "
+              "selection, null_q95 its 95th percentile; r_fixed/p_fixed: last layer (and lower-median "
+              "fraction) fixed in advance.")
+    return "\n\n".join(blocks + [legend])
+
+
+def per_dataset_text(results: list[dict], metric: str) -> str:
+    """(e): the value at the selected candidate next to chance, for the scores with a chance level."""
+    lines = []
     for r in results:
-        if "per_dataset" not in r:
+        rows = r.get("per_dataset", [])
+        if not any(row["chance"] is not None for row in rows):
             continue
-        name = " ".join(str(r.get(k)) for k in ("model", "order", "variant") if r.get(k) is not None)
-        where = f"layer {_f(r['layer'], 'g')}, {r['param']} {_f(r.get(r['param']), 'g')}"
-        lines.append(f"\n(e) {name} at {where}:")
-        lines.append(f"  {'dataset':<44} {'NTPS':>7} {'chance':>7} {'excess':>7} {metric:>16}")
-        for row in r["per_dataset"]:
-            lines.append(f"  {row['dataset']:<44} {row['ntps']:>7.4f} {_f(row['chance'], '.4f'):>7} "
-                         f"{_f(row['ntps_minus_chance'], '+.4f'):>7} {row[metric]:>16.4f}")
+        lines.append(f"\n(e) {r['model']} {r['score']} at layer {fmt(r['layer'], 'g')}, "
+                     f"{r['param']} {fmt(r.get(r['param']), 'g')}:")
+        lines.append(markdown_table([[row["dataset"], fmt(row["value"], ".4f"), fmt(row["chance"], ".4f"),
+                                      fmt(row["minus_chance"], "+.4f"), fmt(row[metric], ".4f")] for row in rows],
+                                    ["dataset", "value", "chance", "minus chance", metric]))
     return "\n".join(lines)
 
 
-def plot_heatmap(grid: analysis.Grid, res: dict, key: dict, out_dir: Path) -> list[Path]:
+def single_candidate_note(results: list[dict], source: str) -> str | None:
+    single = [r for r in results if r.get("n_candidates") == 1]
+    if not single:
+        return None
+    why = ("the authors published only the selected NTPS per (model, dataset), and no chance level"
+           if source == "paper" else "only one (layer, f) in the table")
+    return (f"NOTE: {len(single)}/{len(results)} group(s) have a single (layer, f) candidate ({why}): (a) is the "
+            f"correlation at that candidate and (e) the per-dataset table; (b) LODO, (c) the selection-aware "
+            f"permutation test and (d) the heat map need the full layer x f sweep and are not applicable.")
+
+
+def main(args) -> dict:
+    t0 = time.perf_counter()
+    table, source = load(args)
+    metrics = metrics_of(args, table)
+    out_dir = args.output_dir / "analysis"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    messages = []
+
+    def say(msg, level=logging.INFO):
+        messages.append(msg)
+        log.log(level, msg)
+
+    all_results, text = {}, []
+    for metric in metrics:
+        sign = args.sign if args.sign is not None else analysis.metric_sign(metric)
+        results = evaluate(table, metric, sign, args, say)
+        all_results[metric] = results
+        note = single_candidate_note(results, source)
+        text += [f"\n=== {metric}: r = spearman(score, {'-' if sign < 0 else ''}{metric}) ===", note]
+        selected = [{"model": r["model"], "score": r["score"], "layer": r.get("layer"), r["param"]: r.get(r["param"]),
+                     **row} for r in results for row in r.get("per_dataset", [])]
+        if selected:
+            with atomic_path(out_dir / f"selected_{metric}.csv") as tmp:
+                pd.DataFrame(selected).to_csv(tmp, index=False)
+        text.append(per_dataset_text(results, metric))
+    table_r = ranking([r for rs in all_results.values() for r in rs])
+    md = markdown(table_r, args.n_perm) if len(table_r) else "no model had enough datasets with a metric"
+    with atomic_path(out_dir / "ranking.csv") as tmp:
+        table_r.to_csv(tmp, index=False)
+    with atomic_path(out_dir / "ranking.md") as tmp:
+        tmp.write_text(md + "\n")
+    write_json(out_dir / "analysis.json", {
+        "source": str(args.input or args.csv or args.output_dir / "collected.csv"),
+        "settings": {"metrics": metrics, "scores": args.score, "models": args.models, "unique_only": args.unique_only,
+                     "sign": args.sign},
+        "n_perm": args.n_perm, "seed": args.seed, "messages": messages, "environment": environment_info(),
+        "results": {m: [{k: v for k, v in r.items() if k != "r_all"} for r in rs] for m, rs in all_results.items()}})
+    print("\n".join(t for t in text if t) + "\n\n" + md)
+    log.info("wrote %s/analysis.json, ranking.csv/.md, selected_*.csv%s (%.1f s)", out_dir,
+             "" if args.no_plots else ", heatmap_*.pdf/png", time.perf_counter() - t0)
+    return {"results": all_results, "ranking": table_r, "messages": messages}
+
+
+def plot_heatmap(grid: analysis.Grid, res: dict, out_dir: Path) -> list[Path]:
     """(d): the correlation of every (layer, f) candidate, the argmax starred."""
     from ntps import plotting
 
@@ -186,15 +246,15 @@ def plot_heatmap(grid: analysis.Grid, res: dict, key: dict, out_dir: Path) -> li
     fig, ax = plt.subplots(figsize=(1.2 + 0.28 * len(params), 1.2 + 0.16 * len(layers)),
                            constrained_layout=True)
     plotting.heatmap(ax, mat, [int(v) if float(v).is_integer() else v for v in layers], list(params),
-                     mark=(li, pi), colorbar_label=f"spearman(NTPS, {'-' if res['sign'] < 0 else ''}metric)")
+                     mark=(li, pi),
+                     colorbar_label=f"spearman({grid.score}, {'-' if res['sign'] < 0 else ''}metric)")
     ax.set_xlabel(grid.param)
     ax.set_ylabel("layer (0 = embeddings)")
-    ax.set_title(f"{grid.model.split('/')[-1]} · {grid.metric}\n★ r={res['r_argmax']:.2f}, "
-                 f"perm p={_f(res['perm_p'], '.3f')}, LODO r={_f(res['lodo_r'], '.2f')}", fontsize=8)
-    stem = "heatmap_" + "_".join([grid.metric, slugify(grid.model)] +
-                                 [str(v) for k, v in key.items() if k != "model"])
-    return plotting.save(fig, out_dir, stem)
+    ax.set_title(f"{grid.model.split('/')[-1]} · {grid.score} · {grid.metric}\n★ r={res['r_argmax']:.2f}, "
+                 f"perm p={fmt(res['perm_p'])}, LODO r={fmt(res['lodo_r'], '.2f')}", fontsize=8)
+    return plotting.save(fig, out_dir, f"heatmap_{grid.metric}_{slugify(grid.model)}_{grid.score}")
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(levelname)s %(message)s")
+    run(main, parse_args, "analyze.py")

@@ -1,88 +1,90 @@
-"""Gather the outputs of our runs into one tidy CSV (input of analyze.py and the figure scripts).
+"""Gather the outputs of our runs into one long table (input of analyze.py, the figures and the report).
 
-Inputs, globbed under ``--runs_dir`` (default ``outputs/``); ``{model_slug}``/``{dataset_slug}``
-are directory names (``org__name``), the real names come from ``meta.json`` when present:
+This is the only code that reads the run tree. Inputs under ``--output_dir`` (the output root; the
+``{model}``/``{dataset}`` directories are slugs, the real names come from ``meta.json`` when present):
 
-``{runs}/{model_slug}/{dataset_slug}/{split}/ntps_{variant}_{order}.csv``  (split: ``--split``, train)
-    K sweep, one row per (layer, fraction): ``layer, fraction, k, k_U, k_V, r_U, r_V, label_rank,
-    ntps, chance, unique``; ``fraction`` empty when an absolute k was used. ``variant`` may
-    contain underscores, ``order`` (e.g. ``desc``/``asc``) is the last ``_`` field.
-    Required: ``layer`` and ``ntps``; any other missing column becomes NaN (``chance`` is
-    filled with ``k_V / d`` when both are known).
-``{runs}/{model_slug}/{dataset_slug}/{split}/meta.json``
-    ``model, dataset, split, n_texts, d`` (missing -> directory names / NaN).
-``{runs}/{model_slug}/{dataset_slug}/{split}/probes_sklearn.csv``
-    ``layer, split, acc, log_loss, mse`` with split in {train, test} (sklearn probes, SPEC §3).
-``{runs}/{model_slug}/{dataset_slug}/{name}/results.json``  (name: linear, lora, any other)
-    ``{"test_accuracy": float, ...}``.
+``{root}/{model}/{dataset}/{split}/meta.json``             cache.py: ``model, dataset, split, n_texts, d``
+``{root}/{model}/{dataset}/{split}/ntps_{variant}_{order}.csv``
+    K_sweep.py, one row per (layer, fraction or k): ``layer, fraction, k, k_U, k_V, r_U, r_V, label_rank,
+    ntps, chance, unique`` (+ ``excess, lower, upper`` for the whitened variant). Required: ``layer`` and
+    ``ntps``; ``chance`` is filled with ``k_V / d`` when missing.
+``{root}/{model}/{dataset}/{split}/scores.csv``            scores.py: ``layer`` and the baselines
+``{root}/{model}/{dataset}/{split}/probes_sklearn.csv``    linear_sklearn.py: ``layer, split, acc, log_loss, mse``
+``{root}/{model}/{dataset}/{name}/results.json``           ``test_accuracy`` of linear, lora, scratch ...
+``{root}/{model}/{dataset}/lora/stats_after/*/*/{split}/ntps_*.csv``
+    K_sweep.py on the LoRA-merged model (runs/ntps_lora.py)
+``{root}/{model}/{dataset}/ntps_lora.{csv,json}``, ``{root}/stages.json``
+    the LoRA summary rows and the runner's stage record (:func:`lora_runs`, :func:`stage_times`)
 
-Output (``--out``, default ``{runs}/collected.csv``), one row per model x dataset x layer x
-fraction x order x variant, columns in this order:
+Output (``--out``, default ``{root}/collected.csv``): one row per model × dataset × score × layer ×
+fraction (or k). Columns, in this order:
 
-- keys: ``model, dataset, model_slug, dataset_slug, split, variant, order, layer, fraction, k``
-- NTPS sweep: ``k_U, k_V, r_U, r_V, label_rank, ntps, chance, unique, n_texts, d``
-- per model x dataset (constant over the rows of a dataset; the figures' metrics):
-  ``probe_layer`` (the largest probed layer, i.e. the final representation) and
-  ``probe_{train,test}_{acc,log_loss,mse}`` at that layer;
-  ``linear_test_acc, lora_test_acc, lora_gain`` (= lora - linear), and ``{name}_test_acc``
-  for any other ``{name}/results.json`` (e.g. ``scratch``);
-- per model x dataset x layer: ``layer_probe_{train,test}_{acc,log_loss,mse}`` (probe at the
-  row's own layer; NaN where that layer was not probed).
+- keys: ``model, dataset, model_slug, dataset_slug, split, score, layer, fraction, k, value``;
+- ``score`` names: ``ntps_{variant}_{order}`` (a K sweep; ``_after_lora`` appended for the merged
+  model), ``logme, h_score, ls_mse, ridge_mse`` (per layer; fraction empty) and, derived here from
+  the sweeps: for raw sweeps ``{sweep}_minus_chance`` (NTPS − chance), ``{sweep}_best`` and
+  ``{sweep}_margin_best`` (per layer, max over fractions of NTPS and of NTPS − chance), for
+  whitened sweeps ``{sweep}_excess`` (the excess loss Δ(V), lower = better, with its bounds);
+- what the figures and the report need (empty where it does not apply): ``chance, k_U, k_V, r_U,
+  r_V, label_rank, unique, lower, upper, n_texts, d``; ``chance`` (k_V / d) is given on the sweep
+  rows only, so it marks the NTPS sweeps themselves;
+- per model × dataset (the metrics): ``probe_layer`` (the largest probed layer, i.e. the final
+  representation) and ``probe_{train,test}_{acc,log_loss,mse}`` at that layer; ``linear_test_acc,
+  lora_test_acc, lora_gain`` (= lora − linear) and ``{name}_test_acc`` for any other
+  ``{name}/results.json`` (e.g. ``scratch``);
+- per model × dataset × layer: ``layer_probe_{train,test}_{acc,log_loss,mse}`` (probe at the row's
+  own layer); then ``source``, the file the row came from.
 
-Missing files give NaN columns, never a crash; unreadable/malformed files are reported on
-stderr and skipped (``--strict`` turns that into an error). Usage::
+Missing files give empty columns, never a crash; unreadable or malformed files are logged and skipped
+(``--strict`` turns that into an error). Usage::
 
-    python collect.py --runs_dir outputs --out outputs/collected.csv
+    python collect.py --output_dir outputs          # -> outputs/collected.csv
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ntps.cli import DEFAULT_OUTPUT_DIR, HelpFormatter, run
 from ntps.io import atomic_path
 
-KEY_COLS = ["model", "dataset", "model_slug", "dataset_slug", "split", "variant", "order", "layer",
-            "fraction", "k"]
-SWEEP_COLS = ["k_U", "k_V", "r_U", "r_V", "label_rank", "ntps", "chance", "unique", "n_texts", "d"]
+log = logging.getLogger("collect")
+
+KEY_COLS = ["model", "dataset", "model_slug", "dataset_slug", "split", "score", "layer", "fraction", "k", "value"]
+DETAIL_COLS = ["chance", "k_U", "k_V", "r_U", "r_V", "label_rank", "unique", "lower", "upper", "n_texts", "d"]
+BASELINES = ["logme", "h_score", "ls_mse", "ridge_mse"]
 PROBE_METRICS = ["acc", "log_loss", "mse"]
 PROBE_SPLITS = ["train", "test"]
 PROBE_COLS = [f"probe_{s}_{m}" for s in PROBE_SPLITS for m in PROBE_METRICS]
 TRAIN_COLS = ["linear_test_acc", "lora_test_acc", "lora_gain"]
+AFTER_LORA = "_after_lora"
+STAGE_FILE = "stages.json"
 _SWEEP_RE = re.compile(r"^ntps_(?P<variant>.+)_(?P<order>[^_]+)\.csv$")
 
 
 class CollectError(ValueError):
-    """A file under the runs directory is malformed (raised only with ``strict=True``)."""
+    """A file under the output root is malformed (raised only with ``strict=True``)."""
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs_dir", default="outputs", help="root of the run outputs (default: outputs/)")
-    p.add_argument("--out", default=None, help="output CSV (default: {runs_dir}/collected.csv)")
-    p.add_argument("--split", default="train", help="split directory holding the K sweeps (default: train)")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--output_dir", default=DEFAULT_OUTPUT_DIR, help="output root holding the runs")
+    p.add_argument("--out", default=None, help="output CSV (default: {output_dir}/collected.csv)")
+    p.add_argument("--split", default="train", help="split directory holding the statistics and probes")
     p.add_argument("--strict", action="store_true", help="fail on malformed files instead of skipping")
     return p.parse_args(argv)
 
 
-def _bool(v):
-    if isinstance(v, str):
-        s = v.strip().lower()
-        if s in ("true", "1", "yes"):
-            return True
-        if s in ("false", "0", "no"):
-            return False
-        return np.nan
-    if v is None or (isinstance(v, float) and np.isnan(v)):
-        return np.nan
-    return bool(v)
+# ------------------------------------------------------------------------------------------------
+# Readers
+# ------------------------------------------------------------------------------------------------
 
 
 class _Problems:
@@ -93,10 +95,12 @@ class _Problems:
         if self.strict:
             raise CollectError(f"{path}: {why}")
         self.items.append(f"{path}: {why}")
-        print(f"[collect] skipped {path}: {why}", file=sys.stderr)
+        log.warning("skipped %s: %s", path, why)
 
 
-def _read_json(path: Path, problems: _Problems) -> dict:
+def read_json(path: Path, problems=None) -> dict:
+    """A JSON object; {} when the file is absent or (reported to ``problems``) unreadable."""
+    problems = problems or _Problems(strict=False)
     if not path.is_file():
         return {}
     try:
@@ -110,30 +114,34 @@ def _read_json(path: Path, problems: _Problems) -> dict:
     return obj
 
 
-def _read_sweep(path: Path, problems: _Problems) -> pd.DataFrame | None:
+def _read_csv(path: Path, problems: _Problems, required: tuple[str, ...]) -> pd.DataFrame | None:
     try:
         df = pd.read_csv(path)
     except (OSError, ValueError) as e:
         problems(path, f"unreadable CSV ({e})")
         return None
-    missing = [c for c in ("layer", "ntps") if c not in df]
+    missing = [c for c in required if c not in df]
     if missing:
         problems(path, f"missing required column(s) {missing}")
         return None
     return df
 
 
+def _bool(v):
+    if isinstance(v, str):
+        return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(
+            v.strip().lower(), np.nan)
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return np.nan
+    return bool(v)
+
+
 def _read_probes(path: Path, problems: _Problems) -> pd.DataFrame | None:
     """probes_sklearn.csv -> one row per layer with columns probe_{split}_{metric}."""
     if not path.is_file():
         return None
-    try:
-        df = pd.read_csv(path)
-    except (OSError, ValueError) as e:
-        problems(path, f"unreadable CSV ({e})")
-        return None
-    if not {"layer", "split"} <= set(df.columns):
-        problems(path, "needs columns layer and split")
+    df = _read_csv(path, problems, ("layer", "split"))
+    if df is None:
         return None
     df = df[df["split"].isin(PROBE_SPLITS)]
     if df.duplicated(["layer", "split"]).any():
@@ -148,97 +156,208 @@ def _read_probes(path: Path, problems: _Problems) -> pd.DataFrame | None:
     return wide
 
 
-def collect(runs_dir: str | Path, split: str = "train", strict: bool = False) -> pd.DataFrame:
-    """Build the tidy table described in the module docstring (empty table if nothing found)."""
-    runs_dir = Path(runs_dir)
+# ------------------------------------------------------------------------------------------------
+# Score rows
+# ------------------------------------------------------------------------------------------------
+
+
+def sweep_rows(path: Path, meta: dict, problems: _Problems, suffix: str = "") -> pd.DataFrame | None:
+    """The long rows of one K_sweep CSV: the sweep itself and the scores derived from it."""
+    m = _SWEEP_RE.match(path.name)
+    if not m:
+        problems(path, "name is not ntps_{variant}_{order}.csv")
+        return None
+    df = _read_csv(path, problems, ("layer", "ntps"))
+    if df is None:
+        return None
+    for col in ["fraction", "k", *DETAIL_COLS]:
+        if col not in df:
+            df[col] = np.nan
+    df["unique"] = df["unique"].map(_bool)
+    for key in ("n_texts", "d"):
+        if key in meta:
+            df[key] = meta[key]
+    need = df["chance"].isna() & df["k_V"].notna() & df["d"].notna()
+    df.loc[need, "chance"] = df.loc[need, "k_V"] / df.loc[need, "d"]
+    name = f"ntps_{m['variant']}_{m['order']}{suffix}"
+    parts = [df.assign(score=name, value=df["ntps"])]
+    derived = df.assign(chance=np.nan)  # a chance level marks the sweeps themselves
+    if m["variant"] == "raw":
+        margin = derived.assign(value=df["ntps"] - df["chance"])
+        parts.append(margin.assign(score=f"{name}_minus_chance"))
+        for what, frame in (("best", derived.assign(value=df["ntps"])), ("margin_best", margin)):
+            best = frame.groupby("layer", as_index=False)[["value", "n_texts", "d", "label_rank"]].max()
+            parts.append(best.assign(score=f"{name}_{what}", fraction=np.nan, k=np.nan))
+    if "excess" in df:
+        parts.append(derived.assign(score=f"{name}_excess", value=df["excess"]))
+    out = pd.concat(parts, ignore_index=True, sort=False)
+    return out.drop(columns=[c for c in ("ntps", "excess") if c in out])
+
+
+def baseline_rows(path: Path, meta: dict, problems: _Problems) -> pd.DataFrame | None:
+    """The long rows of scores.py's scores.csv: one per layer and baseline."""
+    df = _read_csv(path, problems, ("layer",))
+    if df is None:
+        return None
+    have = [b for b in BASELINES if b in df]
+    if not have:
+        problems(path, f"none of the baseline columns {BASELINES}")
+        return None
+    for key in ("n_texts", "d"):
+        if key not in df:
+            df[key] = meta.get(key, np.nan)
+    long = df.melt(id_vars=["layer", "n_texts", "d"], value_vars=have, var_name="score", value_name="value")
+    return long.assign(fraction=np.nan, k=np.nan)
+
+
+def _score_rows(split_dir: Path, meta: dict, problems: _Problems, root: Path) -> list[pd.DataFrame]:
+    ds_dir = split_dir.parent
+    found = [(p, "") for p in sorted(split_dir.glob("ntps_*.csv"))]
+    found += [(p, AFTER_LORA) for p in sorted(ds_dir.glob(f"lora/stats_after/*/*/{split_dir.name}/ntps_*.csv"))]
+    frames = []
+    for path, suffix in found:
+        after_meta = read_json(path.parent / "meta.json", problems) if suffix else meta
+        df = sweep_rows(path, after_meta, problems, suffix)
+        if df is not None:
+            frames.append(df.assign(source=str(path.relative_to(root))))
+    if (split_dir / "scores.csv").is_file():
+        df = baseline_rows(split_dir / "scores.csv", meta, problems)
+        if df is not None:
+            frames.append(df.assign(source=str((split_dir / "scores.csv").relative_to(root))))
+    return frames
+
+
+# ------------------------------------------------------------------------------------------------
+# Metrics
+# ------------------------------------------------------------------------------------------------
+
+
+def dataset_metrics(split_dir: Path, problems: _Problems) -> tuple[dict, pd.DataFrame | None]:
+    """(per-dataset metrics, per-layer probe table) of one model × dataset."""
+    out = {"probe_layer": np.nan, **dict.fromkeys(PROBE_COLS, np.nan)}
+    probes = _read_probes(split_dir / "probes_sklearn.csv", problems)
+    if probes is None:
+        log.info("%s: no probes_sklearn.csv (run linear_sklearn.py); no probe metrics for this dataset", split_dir)
+    elif len(probes):
+        final = probes.iloc[-1]  # largest probed layer = the final representation
+        out["probe_layer"] = final["layer"]
+        out.update({c: final[c] for c in PROBE_COLS})
+    for res in sorted(split_dir.parent.glob("*/results.json")):
+        name = res.parent.name
+        if name == split_dir.name:
+            continue
+        acc = read_json(res, problems).get("test_accuracy", np.nan)
+        try:
+            out[f"{name}_test_acc"] = float(acc)
+        except (TypeError, ValueError):
+            problems(res, f"test_accuracy is not a number: {acc!r}")
+            out[f"{name}_test_acc"] = np.nan
+    for c in ("linear_test_acc", "lora_test_acc"):
+        out.setdefault(c, np.nan)
+    out["lora_gain"] = out["lora_test_acc"] - out["linear_test_acc"]
+    layer_probes = None if probes is None else probes.rename(columns={c: f"layer_{c}" for c in PROBE_COLS})
+    return out, layer_probes
+
+
+def collect(root: str | Path, split: str = "train", strict: bool = False) -> pd.DataFrame:
+    """The long table of the module docstring (empty table if nothing found)."""
+    root = Path(root)
     problems = _Problems(strict)
     frames = []
-    for sweep_path in sorted(runs_dir.glob(f"*/*/{split}/ntps_*.csv")):
-        m = _SWEEP_RE.match(sweep_path.name)
-        if not m:
-            problems(sweep_path, "name is not ntps_{variant}_{order}.csv")
-            continue
-        df = _read_sweep(sweep_path, problems)
-        if df is None:
-            continue
-        split_dir = sweep_path.parent
+    for split_dir in sorted(p for p in root.glob(f"*/*/{split}") if p.is_dir()):
         ds_dir, model_dir = split_dir.parent, split_dir.parent.parent
-        meta = _read_json(split_dir / "meta.json", problems)
-        for col in ["fraction", "k", *SWEEP_COLS]:
-            if col not in df:
-                df[col] = np.nan
-        df["unique"] = df["unique"].map(_bool)
-        if "n_texts" in meta:
-            df["n_texts"] = meta["n_texts"]
-        if "d" in meta:
-            df["d"] = meta["d"]
-        need_chance = df["chance"].isna() & df["k_V"].notna() & df["d"].notna()
-        df.loc[need_chance, "chance"] = df.loc[need_chance, "k_V"] / df.loc[need_chance, "d"]
+        meta = read_json(split_dir / "meta.json", problems)
+        scores = _score_rows(split_dir, meta, problems, root)
+        if not scores:
+            continue
+        df = pd.concat(scores, ignore_index=True, sort=False)
         df["model"] = meta.get("model", model_dir.name)
         df["dataset"] = meta.get("dataset", ds_dir.name)
         df["model_slug"], df["dataset_slug"] = model_dir.name, ds_dir.name
         df["split"] = meta.get("split", split)
-        df["variant"], df["order"] = m["variant"], m["order"]
-
-        probes = _read_probes(split_dir / "probes_sklearn.csv", problems)
-        if probes is not None and len(probes):
-            final = probes.iloc[-1]  # largest probed layer = the final representation
-            df["probe_layer"] = final["layer"]
-            for c in PROBE_COLS:
-                df[c] = final[c]
-            same = probes.rename(columns={c: f"layer_{c}" for c in PROBE_COLS})
-            df = df.merge(same, on="layer", how="left")
-        else:
-            df["probe_layer"] = np.nan
-            for c in PROBE_COLS:
-                df[c] = np.nan
-            for c in PROBE_COLS:
-                df[f"layer_{c}"] = np.nan
-
-        for res in sorted(ds_dir.glob("*/results.json")):
-            name = res.parent.name
-            if name == split:
-                continue
-            acc = _read_json(res, problems).get("test_accuracy", np.nan)
-            try:
-                df[f"{name}_test_acc"] = float(acc)
-            except (TypeError, ValueError):
-                problems(res, f"test_accuracy is not a number: {acc!r}")
-                df[f"{name}_test_acc"] = np.nan
-        for c in ("linear_test_acc", "lora_test_acc"):
-            if c not in df:
-                df[c] = np.nan
-        df["lora_gain"] = df["lora_test_acc"] - df["linear_test_acc"]
-        df["source"] = str(sweep_path.relative_to(runs_dir))
+        metrics, layer_probes = dataset_metrics(split_dir, problems)
+        df = df.assign(**metrics)
+        if layer_probes is not None:
+            df = df.merge(layer_probes, on="layer", how="left")
         frames.append(df)
 
     layer_probe_cols = [f"layer_{c}" for c in PROBE_COLS]
-    fixed = KEY_COLS + SWEEP_COLS + ["probe_layer"] + PROBE_COLS + TRAIN_COLS
+    fixed = KEY_COLS + DETAIL_COLS + ["probe_layer"] + PROBE_COLS + TRAIN_COLS
     if not frames:
         return pd.DataFrame(columns=fixed + layer_probe_cols + ["source"])
     table = pd.concat(frames, ignore_index=True, sort=False)
+    for c in fixed + layer_probe_cols:
+        if c not in table:
+            table[c] = np.nan
     extra = sorted(c for c in table.columns if c.endswith("_test_acc") and c not in fixed)
     cols = fixed + extra + layer_probe_cols + ["source"]
     table = table[cols + [c for c in table.columns if c not in cols]]
-    return table.sort_values(["model", "dataset", "variant", "order", "layer", "fraction", "k"],
+    return table.sort_values(["model", "dataset", "score", "layer", "fraction", "k"],
                              na_position="first", kind="stable").reset_index(drop=True)
 
 
-def main(args):
-    runs_dir = Path(args.runs_dir)
-    if not runs_dir.is_dir():
-        raise SystemExit(f"collect: runs directory {runs_dir} does not exist")
-    table = collect(runs_dir, split=args.split, strict=args.strict)
-    out = Path(args.out) if args.out else runs_dir / "collected.csv"
+# ------------------------------------------------------------------------------------------------
+# The runner's records (read by runs/report.py)
+# ------------------------------------------------------------------------------------------------
+
+
+def lora_runs(root: str | Path) -> pd.DataFrame:
+    """ntps_lora.csv rows with the LoRA run's budget (steps, lr, batch, texts, training seconds)."""
+    rows = []
+    for path in sorted(Path(root).glob("*/*/ntps_lora.csv")):
+        info = read_json(path.with_suffix(".json"))
+        res_path = Path(info.get("lora_results", path.parent / "lora" / "results.json"))
+        res = read_json(res_path)
+        cfg = res.get("config", {})
+        for row in pd.read_csv(path).to_dict("records"):
+            rows.append({**row, "steps": res.get("steps"), "lr": cfg.get("lr"), "batch_size": cfg.get("batch_size"),
+                         "max_length": cfg.get("max_length"), "n_train": res.get("n_train"),
+                         "n_test": res.get("n_test"), "lora_train_s": res.get("train_time_s")})
+    return pd.DataFrame(rows)
+
+
+def stage_record(root: str | Path) -> dict:
+    """The runner's ``stages.json`` (``{"stages": {}, "invocations": []}`` when there is none)."""
+    return read_json(Path(root) / STAGE_FILE) or {"stages": {}, "invocations": []}
+
+
+def stage_times(root: str | Path) -> pd.DataFrame:
+    """Compute seconds per stage: the time cache.py recorded in its artifact, else the runner's wall time."""
+    root = Path(root)
+    rows = []
+    # {model}/{dataset}/{split}/meta.json; LoRA's stats_after lie deeper and are part of the lora stage
+    for meta_path in sorted(root.glob("*/*/train/meta.json")) + sorted(root.glob("*/*/test/meta.json")):
+        meta = read_json(meta_path)
+        key = f"cache/{meta['model']}/{meta['dataset']}/{meta_path.parent.name}"
+        rows.append({"stage": "cache", "key": key, "model": meta["model"], "dataset": meta["dataset"],
+                     "seconds": float(meta.get("seconds", {}).get("total", np.nan)),
+                     "n_texts": meta.get("n_texts"), "n_tokens": meta.get("n_tokens")})
+    seen = {r["key"] for r in rows}
+    for key, s in stage_record(root)["stages"].items():
+        if key in seen or s.get("rc") != 0:
+            continue
+        rows.append({"stage": key.split("/")[0], "key": key, "model": s.get("model"), "dataset": s.get("dataset"),
+                     "seconds": float(s["seconds"]), "n_texts": None, "n_tokens": None})
+    return pd.DataFrame(rows)
+
+
+def main(args) -> pd.DataFrame:
+    root = Path(args.output_dir)
+    if not root.is_dir():
+        raise ValueError(f"output root {root} does not exist")
+    table = collect(root, split=args.split, strict=args.strict)
+    out = Path(args.out) if args.out else root / "collected.csv"
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)
-    n_models, n_ds = table["model"].nunique(), table[["model", "dataset"]].drop_duplicates().shape[0]
-    print(f"[collect] {len(table)} rows, {n_models} model(s), {n_ds} model x dataset pair(s) -> {out}")
+    pairs = table[["model", "dataset"]].drop_duplicates()
+    log.info("%d rows, %d model(s), %d model x dataset pair(s), scores %s -> %s", len(table),
+             table["model"].nunique(), len(pairs), sorted(table["score"].unique()), out)
+    per_pair = table.groupby(["model", "dataset"]).first() if len(table) else table
     for col in ("probe_train_acc", "probe_train_mse", "linear_test_acc", "lora_test_acc"):
-        have = table.groupby(["model", "dataset"])[col].first().notna().sum() if len(table) else 0
-        print(f"[collect]   {col:>16}: {have}/{n_ds} model x dataset pairs")
+        log.info("  %16s: %d/%d model x dataset pairs", col, per_pair[col].notna().sum(), len(pairs))
     return table
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(levelname)s %(message)s")
+    run(main, parse_args, "collect.py")

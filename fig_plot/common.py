@@ -5,14 +5,16 @@ Two inputs, one code path:
 - ``--input`` the authors' JSON (``fig_plot/data``): one published NTPS per (model, dataset),
   i.e. a single candidate -- the r is recomputed, nothing is selected, and no selection-aware
   statistics can be given (the candidates the authors chose from were not published);
-- ``--csv`` our tidy table from ``collect.py``: per model, the (layer, f) maximising the oriented
-  Spearman r over the datasets (the paper's protocol), reported with the permutation p-value
-  of the whole selection and the leave-one-dataset-out r (SPEC §5).
+- ``--csv`` our long table from ``collect.py`` (one ``--score``, e.g. ``ntps_raw_descending``): per
+  model, the (layer, f) maximising the oriented Spearman r over the datasets (the paper's protocol),
+  reported with the permutation p-value of the whole selection and the leave-one-dataset-out r
+  (SPEC §5).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -22,9 +24,12 @@ if str(REPO_ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from scipy.stats import rankdata  # noqa: E402
 
 from ntps import analysis, plotting  # noqa: E402
+from ntps.report import fmt  # noqa: E402
 
+log = logging.getLogger("fig_plot")
 DATA_DIR = REPO_ROOT / "fig_plot" / "data"
 DEFAULT_OUT = REPO_ROOT / "fig_plot" / "out"
 #: Panel order of the paper (SPEC §3); other models follow alphabetically.
@@ -62,34 +67,30 @@ def add_common_args(p: argparse.ArgumentParser, default_input: Path | None) -> N
     src.add_argument("--input", type=Path, default=None,
                      help=f"the authors' figure JSON (default: {default_input and default_input.name} "
                           "in fig_plot/data)")
-    src.add_argument("--csv", type=Path, default=None, help="our tidy table from collect.py")
+    src.add_argument("--csv", type=Path, default=None, help="our long table from collect.py")
     p.add_argument("--out_dir", type=Path, default=DEFAULT_OUT, help="PDF/PNG folder (default fig_plot/out)")
     p.add_argument("--dpi", type=int, default=200, help="PNG resolution")
     p.add_argument("--formats", nargs="+", default=["pdf", "png"])
     g = p.add_argument_group("--csv options")
-    g.add_argument("--order", default=None, help="eigenvector order of the sweep (e.g. desc/asc)")
-    g.add_argument("--variant", default=None, help="NTPS variant of the sweep (e.g. raw/whitened)")
+    g.add_argument("--score", default=None,
+                   help="score of the table to plot (e.g. ntps_raw_descending); needed when it holds several")
     g.add_argument("--unique_only", action="store_true",
                    help="only candidates whose subspaces are uniquely defined (SPEC §2.0)")
     g.add_argument("--n_perm", type=int, default=1000, help="permutations of the selection test")
     g.add_argument("--seed", type=int, default=0)
 
 
-def filter_sweep(table: pd.DataFrame, order=None, variant=None, unique_only=False) -> pd.DataFrame:
-    """Keep one (order, variant) of a collected table; error if the choice is ambiguous."""
-    for col, want in (("order", order), ("variant", variant)):
-        if col not in table:
-            continue
-        if want is not None:
-            table = table[table[col].astype(str) == str(want)]
-            if table.empty:
-                raise SystemExit(f"no rows with {col} = {want!r}")
-        elif table[col].nunique() > 1:
-            raise SystemExit(f"the table holds several {col}s {sorted(table[col].unique())}; "
-                             f"pick one with --{col}")
-    if unique_only and "unique" in table:
-        table = table[table["unique"].astype(str).str.lower().isin(["true", "1"])]
-    return table
+def select_score(table: pd.DataFrame, score=None, unique_only=False) -> pd.DataFrame:
+    """Keep one score of a collected table, oriented (higher = better); error if the choice is ambiguous."""
+    if score is not None:
+        table = table[table["score"].astype(str) == str(score)]
+        if table.empty:
+            raise SystemExit(f"no rows with score = {score!r}")
+    elif table["score"].nunique() > 1:
+        raise SystemExit(f"the table holds several scores {sorted(table['score'].unique())}; pick one with --score")
+    if unique_only:
+        table = analysis.unique_only(table)
+    return analysis.orient_scores(table)
 
 
 def load_table(args, default_input: Path, metric: str) -> tuple[pd.DataFrame, str]:
@@ -98,7 +99,7 @@ def load_table(args, default_input: Path, metric: str) -> tuple[pd.DataFrame, st
         table = pd.read_csv(args.csv)
         if metric not in table:
             raise SystemExit(f"{args.csv} has no column {metric!r} (run collect.py on complete runs?)")
-        return filter_sweep(table, args.order, args.variant, args.unique_only), "csv"
+        return select_score(table, args.score, args.unique_only), "csv"
     path = args.input or default_input
     table = analysis.paper_table(path, metric=None if metric == "lora_gain" else metric)
     if metric not in table:
@@ -114,12 +115,12 @@ def model_points(table: pd.DataFrame, metric: str, sign: int, source: str, n_per
         grid = analysis.build_grid(table, metric, model=model)
         res = analysis.analyze_grid(grid, sign=sign, n_perm=n_perm, seed=seed)
         if "error" in res:
-            print(f"[{short_model(model)}] skipped: {res['error']}", file=sys.stderr)
+            log.warning("%s skipped: %s", short_model(model), res["error"])
             continue
         order = sort_datasets(grid.datasets)
         idx = [grid.datasets.index(d) for d in order]
         c = int(np.nanargmax(res["r_all"]))
-        rows.append({"model": model, "datasets": order, "ntps": grid.ntps[c, idx], "metric": grid.y[idx],
+        rows.append({"model": model, "datasets": order, "ntps": grid.X[c, idx], "metric": grid.y[idx],
                      "r": res["r_argmax"], "layer": res["layer"], "param": grid.param,
                      "param_value": res.get(grid.param), "n_candidates": grid.n_candidates,
                      "perm_p": res["perm_p"], "null_q95": res["null_q95"], "lodo_r": res["lodo_r"],
@@ -137,20 +138,12 @@ def r_table(points: list[dict], title: str) -> str:
     lines.append(f"{'model':<18} {'r':>6} {'layer':>5} {'f/k':>6} {'cands':>5} {'perm_p':>7} "
                  f"{'null95':>6} {'LODO_r':>6}")
     for p in points:
-        lines.append(f"{short_model(p['model']):<18} {p['r']:>6.2f} {_f(p['layer'], 'd'):>5} "
-                     f"{_f(p['param_value'], 'g'):>6} {p['n_candidates']:>5} {_f(p['perm_p'], '.3f'):>7} "
-                     f"{_f(p['null_q95'], '.2f'):>6} {_f(p['lodo_r'], '.2f'):>6}")
+        lines.append(f"{short_model(p['model']):<18} {p['r']:>6.2f} {fmt(p['layer'], 'd'):>5} "
+                     f"{fmt(p['param_value'], 'g'):>6} {p['n_candidates']:>5} {fmt(p['perm_p'], '.3f'):>7} "
+                     f"{fmt(p['null_q95'], '.2f'):>6} {fmt(p['lodo_r'], '.2f'):>6}")
     lines.append("perm_p: permutation p of the argmax selection; null95: 95th percentile of the best r "
                  "on shuffled metrics; LODO_r: leave-one-dataset-out r")
     return "\n".join(lines)
-
-
-def _f(v, spec: str) -> str:
-    if v is None or (isinstance(v, float) and np.isnan(v)):
-        return "-"
-    if spec == "d":
-        return str(int(v))
-    return format(v, spec)
 
 
 def correlation_figure(points: list[dict], *, sign: int, ylabel: str, ylabel_ranks: str, ranks: bool,
@@ -177,7 +170,7 @@ def correlation_figure(points: list[dict], *, sign: int, ylabel: str, ylabel_ran
     for ax, p in zip(axes, points):
         x, y = np.asarray(p["ntps"]), np.asarray(p["metric"])
         if ranks:
-            x, y = analysis.rank(x), analysis.rank(sign * y)
+            x, y = rankdata(x), rankdata(sign * y)
         for xi, yi, ds in zip(x, y, p["datasets"]):
             st = styles[short_dataset(ds)]
             ax.plot(xi, yi, linestyle="", marker=st["marker"], markersize=5.5, color=st["color"],
@@ -186,7 +179,7 @@ def correlation_figure(points: list[dict], *, sign: int, ylabel: str, ylabel_ran
             ax.invert_yaxis()
         where = ""
         if p["source"] == "csv":
-            where = f"\nlayer {_f(p['layer'], 'd')}, {p['param'][0]}={_f(p['param_value'], 'g')}"
+            where = f"\nlayer {fmt(p['layer'], 'd')}, {p['param'][0]}={fmt(p['param_value'], 'g')}"
             if p["perm_p"] is not None:
                 where += f", p={p['perm_p']:.3f}"
         ax.set_title(f"{short_model(p['model'])}  (r = {p['r']:.2f}){where}")

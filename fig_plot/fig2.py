@@ -7,7 +7,7 @@ reversed; the MSE axis is drawn inverted so that up = lower MSE). Writes
 
     python fig_plot/fig2.py --metric acc                        # authors' data (fig2_1.json)
     python fig_plot/fig2.py --metric mse                        # authors' data (fig2_2.json)
-    python fig_plot/fig2.py --metric acc --csv outputs/collected.csv --order desc --variant raw
+    python fig_plot/fig2.py --metric acc --csv outputs/collected.csv --score ntps_raw_descending
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ that higher NTPS goes with a *smaller* LoRA gain. The gain axis is drawn inverte
 gain) and labelled so. Writes ``{out_dir}/fig3.pdf/.png`` and ``fig3_r.json``; prints the r table.
 
     python fig_plot/fig3.py                                      # authors' data (fig3.json)
-    python fig_plot/fig3.py --csv outputs/collected.csv --order desc --variant raw
+    python fig_plot/fig3.py --csv outputs/collected.csv --score ntps_raw_descending
 """
 
 from __future__ import annotations

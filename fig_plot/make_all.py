@@ -6,7 +6,7 @@ from collect.py) Figs. 2-3 are drawn from our table instead and the table adds, 
 permutation p-value of the (layer, f) selection and the leave-one-dataset-out r.
 
     python fig_plot/make_all.py                       # -> fig_plot/out/
-    python fig_plot/make_all.py --csv outputs/collected.csv --order desc --variant raw --out_dir outputs/figs
+    python fig_plot/make_all.py --csv outputs/collected.csv --score ntps_raw_descending --out_dir outputs/figs
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fig_plot import common, fig1, fig2, fig3  # noqa: E402
 from ntps.io import write_json  # noqa: E402
+from ntps.report import fmt  # noqa: E402
 
 #: Spearman r printed in the paper's figures (SPEC §4), keyed by short model name.
 PAPER_R = {
@@ -40,8 +41,7 @@ def parse_args(argv=None):
     p.add_argument("--out_dir", type=Path, default=common.DEFAULT_OUT)
     p.add_argument("--csv", type=Path, default=None, help="draw Figs. 2-3 from our collected table")
     p.add_argument("--fig1_input", type=Path, default=None, help="Fig. 1 JSON (default: authors')")
-    p.add_argument("--order", default=None)
-    p.add_argument("--variant", default=None)
+    p.add_argument("--score", default=None, help="score of the collected table (e.g. ntps_raw_descending)")
     p.add_argument("--unique_only", action="store_true")
     p.add_argument("--n_perm", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
@@ -56,8 +56,7 @@ def main(args):
     src = []
     if args.csv is not None:
         src = ["--csv", str(args.csv), "--n_perm", str(args.n_perm), "--seed", str(args.seed)]
-        src += ["--order", args.order] if args.order else []
-        src += ["--variant", args.variant] if args.variant else []
+        src += ["--score", args.score] if args.score else []
         src += ["--unique_only"] if args.unique_only else []
     f1 = ["--input", str(args.fig1_input)] if args.fig1_input else []
     fig1.main(fig1.parse_args(out + f1))
@@ -109,8 +108,8 @@ def combined_table(results: dict, check_paper: bool) -> tuple[str, bool]:
             for panel in PANELS:
                 p = by_model[m].get(panel)
                 cells.append(f"{'-':>22}" if p is None else
-                             f"{p['r']:>6.2f} / {common._f(p['perm_p'], '.3f'):>5} / "
-                             f"{common._f(p['lodo_r'], '.2f'):>5}")
+                             f"{p['r']:>6.2f} / {fmt(p['perm_p'], '.3f'):>5} / "
+                             f"{fmt(p['lodo_r'], '.2f'):>5}")
             lines.append(f"{m:<18} " + " ".join(cells))
     return "\n".join(lines), ok
 

@@ -1,16 +1,19 @@
-"""Correlating NTPS with downstream metrics across datasets: the paper's protocol and honest checks.
+"""Correlating a training-free score with downstream metrics across datasets: the paper's protocol and
+honest checks, the same for NTPS (every variant) and the baselines.
 
-The unit of analysis is one model: a grid of candidate NTPS values ``X`` of shape
+The unit of analysis is one model and one score: a grid of candidate values ``X`` of shape
 ``(n_candidates, n_datasets)`` -- one row per candidate ``(layer, f)`` (or ``(layer, k)`` when
-absolute k were used) -- and one metric value per dataset ``y`` of shape ``(n_datasets,)``.
-Every correlation is Spearman's rho on average ranks (ties allowed; equals
-``scipy.stats.spearmanr``), computed on *oriented* metrics ``sign * y`` (SPEC §3):
+absolute k were used, or ``layer`` alone for a per-layer score) -- and one metric value per dataset
+``y`` of shape ``(n_datasets,)``. Every correlation is Spearman's rho on average ranks
+(``scipy.stats.rankdata``, ties allowed; equals ``scipy.stats.spearmanr``), computed on *oriented*
+metrics ``sign * y`` (SPEC §3); a score where lower is better (``*mse``, ``*excess``) is negated
+the same way before it enters a grid:
 
 ==========================  =====  ==========================================================
 metric                      sign   meaning of a positive r
 ==========================  =====  ==========================================================
 accuracy (``*acc*``)         +1    higher NTPS goes with higher accuracy
-MSE / log-loss               -1    higher NTPS goes with *lower* loss (ranks of MSE reversed)
+MSE / log-loss / excess      -1    higher NTPS goes with *lower* loss (ranks of MSE reversed)
 LoRA gain (``*gain*``)       -1    higher NTPS goes with a *smaller* LoRA gain
 ==========================  =====  ==========================================================
 
@@ -24,21 +27,24 @@ product):
 - :func:`permutation_test` -- repeats the *whole* argmax selection on metrics shuffled across
   datasets (one permutation shared by all candidates); ``p = (1 + #{null >= obs}) / (1 + n_perm)``.
 
-Tidy tables (from ``collect.py`` or :func:`paper_table`) have columns ``model, dataset, layer,
-fraction[, k], ntps, chance`` plus metric columns; :func:`build_grid` turns the rows of one model
-into a :class:`Grid`. The metric must be constant within a (model, dataset) -- a per-dataset
-quantity such as ``probe_train_acc`` or ``lora_gain``.
+Long tables (from ``collect.py`` or :func:`paper_table`) have columns ``model, dataset, layer,
+fraction[, k], score, value, chance`` plus metric columns; :func:`build_grid` turns the rows of one
+model and one score into a :class:`Grid`, :func:`analyze_grid` runs every procedure on it. The
+metric must be constant within a (model, dataset) -- a per-dataset quantity such as
+``probe_train_acc`` or ``lora_gain``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import ConstantInputWarning, rankdata, spearmanr
 
 #: Column names used for the figures' metrics, in collect.py tables and in :func:`paper_table`.
 FIGURE_METRICS = {
@@ -48,6 +54,7 @@ FIGURE_METRICS = {
 }
 
 _TOL = 1e-12  # ties between a null maximum and the observed maximum count as ">="
+MIN_DATASETS = 4  # below this a rank correlation (and LODO) is meaningless
 
 
 # --------------------------------------------------------------------------------------------
@@ -55,84 +62,64 @@ _TOL = 1e-12  # ties between a null maximum and the observed maximum count as ">
 # --------------------------------------------------------------------------------------------
 
 def metric_sign(metric: str) -> int:
-    """Orientation of a metric name (table in the module docstring): -1 for losses and gains."""
+    """Orientation of a metric or score name (table in the module docstring): -1 for losses and gains."""
     name = metric.lower()
-    if any(s in name for s in ("mse", "loss", "gain", "error")):
+    if any(s in name for s in ("mse", "loss", "gain", "error", "excess")):
         return -1
     return 1
 
 
-def rank(a, axis: int = -1) -> np.ndarray:
-    """Average ranks (1..n, ties get the mean of their ranks) along ``axis``; float64.
+def _rank_z(a: np.ndarray) -> np.ndarray:
+    """Average ranks along the last axis (``scipy.stats.rankdata``), centred and scaled to unit norm.
 
-    Same as ``scipy.stats.rankdata(a, axis=axis)``, vectorised over the other axes in numpy.
+    The Pearson correlation of two such rows is their dot product, i.e. Spearman's rho; rows that are
+    constant (all ranks equal) become NaN.
     """
-    a = np.asarray(a, dtype=float)
     if np.isnan(a).any():
-        raise ValueError("rank: input contains NaN; drop missing values first")
-    moved = np.moveaxis(a, axis, -1)
-    n = moved.shape[-1]
-    flat = moved.reshape(-1, n)
-    if flat.size == 0:
-        return np.moveaxis(flat.reshape(moved.shape), -1, axis).astype(float)
-    order = np.argsort(flat, axis=1, kind="stable")
-    s = np.take_along_axis(flat, order, axis=1)
-    new_group = np.ones(s.shape, dtype=bool)
-    new_group[:, 1:] = s[:, 1:] != s[:, :-1]
-    gid = np.cumsum(new_group.ravel()) - 1               # tie groups never span two rows
-    pos = np.broadcast_to(np.arange(1, n + 1, dtype=float), s.shape).ravel()
-    mean_rank = np.bincount(gid, weights=pos) / np.bincount(gid)
-    ranks = np.empty_like(flat)
-    np.put_along_axis(ranks, order, mean_rank[gid].reshape(s.shape), axis=1)
-    return np.moveaxis(ranks.reshape(moved.shape), -1, axis)
-
-
-def _standardise(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Centre and scale rows of ``r`` to unit norm; returns (z, valid) where constant rows are invalid."""
+        raise ValueError("spearman: input contains NaN; drop missing values first")
+    r = rankdata(a, axis=-1)
     z = r - r.mean(axis=-1, keepdims=True)
     norm = np.linalg.norm(z, axis=-1, keepdims=True)
-    valid = norm[..., 0] > 1e-12 * max(1.0, r.shape[-1])
-    z = np.divide(z, norm, out=np.zeros_like(z), where=norm > 0)
-    return z, valid
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norm > 0, z / norm, np.nan)
 
 
 def spearman(x, y) -> float:
-    """Spearman's rho of two 1-D arrays (average ranks; NaN if either is constant)."""
+    """Spearman's rho of two 1-D arrays (``scipy.stats.spearmanr``; NaN if either is constant).
+
+    Raises ``ValueError`` for NaN inputs, arrays of different shapes and fewer than 2 points.
+    """
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
     if x.shape != y.shape or x.ndim != 1:
         raise ValueError(f"spearman: need two 1-D arrays of equal length, got {x.shape} and {y.shape}")
     if x.size < 2:
         raise ValueError("spearman: need at least 2 points")
-    zx, vx = _standardise(rank(x))
-    zy, vy = _standardise(rank(y))
-    if not (vx and vy):
-        return float("nan")
-    return float(np.clip(zx @ zy, -1.0, 1.0))
+    if np.isnan(x).any() or np.isnan(y).any():
+        raise ValueError("spearman: input contains NaN; drop missing values first")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConstantInputWarning)
+        return float(spearmanr(x, y).statistic)
 
 
 def spearman_rows(X, y) -> np.ndarray:
-    """Spearman's rho of every row of ``X`` (n_candidates, n) with ``y`` (n,).
+    """Spearman's rho of every row of ``X`` (n_candidates, n) with ``y`` (n,), as one matrix product.
 
-    Returns (n_candidates,); rows that are constant across datasets give NaN.
+    Returns (n_candidates,); rows that are constant across datasets give NaN (all NaN if ``y`` is).
     """
     X = np.atleast_2d(np.asarray(X, dtype=float))
     y = np.asarray(y, dtype=float)
     if X.shape[1] != y.shape[0]:
         raise ValueError(f"spearman_rows: X has {X.shape[1]} columns but y has {y.shape[0]} values")
-    zx, vx = _standardise(rank(X, axis=1))
-    zy, vy = _standardise(rank(y))
-    r = np.clip(zx @ zy, -1.0, 1.0)
-    r[~vx] = np.nan
-    if not vy:
-        r[:] = np.nan
-    return r
+    return np.clip(_rank_z(X) @ _rank_z(y), -1.0, 1.0)
 
 
 def _argmax(r: np.ndarray) -> int:
+    """The first candidate with the largest r; r equal to within _TOL (round-off of the matrix product,
+    which depends on the memory layout) count as ties."""
     if np.all(np.isnan(r)):
         raise ValueError("no candidate has a defined correlation (all NTPS rows constant?)")
-    return int(np.nanargmax(r))
+    return int(np.flatnonzero(r >= np.nanmax(r) - _TOL)[0])
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,10 +178,9 @@ def permutation_test(X, y, sign: int = 1, n_perm: int = 1000, seed: int = 0) -> 
     y = sign * np.asarray(y, dtype=float)
     if n_perm < 1:
         raise ValueError("n_perm must be >= 1")
-    zx, vx = _standardise(rank(X, axis=1))
-    zx = zx[vx]
-    zy, vy = _standardise(rank(y))
-    if zx.shape[0] == 0 or not vy:
+    zx, zy = _rank_z(X), _rank_z(y)
+    zx = zx[~np.isnan(zx).any(axis=1)]
+    if zx.shape[0] == 0 or np.isnan(zy).any():
         raise ValueError("permutation_test: no candidate (or the metric) varies across datasets")
     observed = float(np.max(zx @ zy))
     rng = np.random.default_rng(seed)
@@ -211,21 +197,22 @@ def permutation_test(X, y, sign: int = 1, n_perm: int = 1000, seed: int = 0) -> 
 
 @dataclass
 class Grid:
-    """Candidate NTPS of one model (and one order/variant) against one metric."""
+    """Candidate values of one score for one model against one metric."""
 
     model: str
     metric: str
     datasets: list[str]
     candidates: pd.DataFrame          # (n_cand, 2) columns: layer, <param> (fraction or k)
     param: str                        # "fraction" or "k"
-    ntps: np.ndarray                  # (n_cand, n_data)
+    X: np.ndarray                     # (n_cand, n_data) score values
     chance: np.ndarray                # (n_cand, n_data), NaN where unknown
     y: np.ndarray                     # (n_data,)
+    score: str = "ntps"
     dropped: dict = field(default_factory=dict)  # what was left out and why
 
     @property
     def n_candidates(self) -> int:
-        return self.ntps.shape[0]
+        return self.X.shape[0]
 
 
 def candidate_param(table: pd.DataFrame) -> str:
@@ -238,11 +225,12 @@ def candidate_param(table: pd.DataFrame) -> str:
 
 
 def build_grid(table: pd.DataFrame, metric: str, model: str | None = None) -> Grid:
-    """Pivot the rows of one model into a :class:`Grid`.
+    """Pivot the long-table rows of one model and one score into a :class:`Grid`.
 
-    Datasets whose metric is missing are dropped; then candidates lacking NTPS for any
-    remaining dataset are dropped (both recorded in ``Grid.dropped``). Raises ``ValueError``
-    if the table holds several rows per (candidate, dataset) (filter ``order``/``variant``
+    ``table`` has columns ``model, dataset, value`` and ``metric`` (optionally ``layer``, ``fraction``
+    or ``k``, ``chance``, ``score``). Datasets whose metric is missing are dropped; then candidates
+    lacking a value for any remaining dataset are dropped (both recorded in ``Grid.dropped``).
+    Raises ``ValueError`` if the table holds several rows per (candidate, dataset) (filter ``score``
     first) or the metric is not constant within a dataset.
     """
     if model is not None:
@@ -250,7 +238,7 @@ def build_grid(table: pd.DataFrame, metric: str, model: str | None = None) -> Gr
     models = table["model"].unique()
     if len(models) != 1:
         raise ValueError(f"build_grid needs the rows of exactly one model, got {list(models)}")
-    for col in ("dataset", "ntps", metric):
+    for col in ("dataset", "value", metric):
         if col not in table:
             raise ValueError(f"table has no column {col!r}; columns: {list(table.columns)}")
     param = candidate_param(table)
@@ -265,9 +253,9 @@ def build_grid(table: pd.DataFrame, metric: str, model: str | None = None) -> Gr
     t["_p"] = t[param].fillna(-1.0)
     dup = t.duplicated(["_l", "_p", "dataset"])
     if dup.any():
-        extra = [c for c in ("order", "variant", "split") if c in t and t[c].nunique() > 1]
+        extra = [c for c in ("score", "split") if c in t and t[c].nunique() > 1]
         raise ValueError(f"{int(dup.sum())} duplicate (layer, {param}, dataset) rows for model "
-                         f"{models[0]!r}; filter by {extra or 'order/variant'} first")
+                         f"{models[0]!r}; filter by {extra or 'score'} first")
     metric_by_ds = t.groupby("dataset")[metric].agg(["min", "max"])
     varying = metric_by_ds.index[(metric_by_ds["max"] - metric_by_ds["min"]).abs() > 1e-12]
     if len(varying):
@@ -280,49 +268,86 @@ def build_grid(table: pd.DataFrame, metric: str, model: str | None = None) -> Gr
     if not datasets:
         raise ValueError(f"no dataset of {models[0]!r} has a value of {metric!r}")
     t = t[t["dataset"].isin(datasets)]
-    wide = t.set_index(["_l", "_p", "dataset"])[["ntps", "chance"]].unstack("dataset")
-    ntps = wide["ntps"].reindex(columns=datasets)
+    wide = t.set_index(["_l", "_p", "dataset"])[["value", "chance"]].unstack("dataset")
+    values = wide["value"].reindex(columns=datasets)
     chance = wide["chance"].reindex(columns=datasets)
-    complete = ntps.notna().all(axis=1).to_numpy()
+    complete = values.notna().all(axis=1).to_numpy()
     dropped["candidates_incomplete"] = int((~complete).sum())
-    ntps, chance = ntps[complete], chance[complete]
-    keys = ntps.index.to_frame(index=False).rename(columns={"_l": "layer", "_p": param})
+    values, chance = values[complete], chance[complete]
+    keys = values.index.to_frame(index=False).rename(columns={"_l": "layer", "_p": param})
     keys = keys.replace(-1.0, np.nan)
+    scores = t["score"].dropna().unique() if "score" in t else []
     return Grid(model=str(models[0]), metric=metric, datasets=datasets, candidates=keys, param=param,
-                ntps=ntps.to_numpy(float), chance=chance.to_numpy(float),
-                y=y_all.loc[datasets].to_numpy(float), dropped=dropped)
+                X=values.to_numpy(float), chance=chance.to_numpy(float),
+                y=y_all.loc[datasets].to_numpy(float), score=str(scores[0]) if len(scores) == 1 else "ntps",
+                dropped=dropped)
+
+
+def fixed_candidate(grid: Grid) -> int | None:
+    """The candidate fixed in advance: the last layer and, among its ``param`` values, the lower median.
+
+    Nobody chose it by looking at the metric, so its ordinary permutation p-value is valid.
+    None when the grid has no candidate.
+    """
+    if grid.n_candidates == 0:
+        return None
+    layers = grid.candidates["layer"].to_numpy(float)
+    params = grid.candidates[grid.param].to_numpy(float)
+    last = layers == np.nanmax(layers) if not np.all(np.isnan(layers)) else np.ones(layers.size, bool)
+    avail = np.unique(params[last & ~np.isnan(params)])
+    p_fixed = avail[(len(avail) - 1) // 2] if len(avail) else np.nan
+    pick = np.flatnonzero(last & ((params == p_fixed) | (np.isnan(params) & np.isnan(p_fixed))))
+    return int(pick[0]) if pick.size else None
 
 
 def analyze_grid(grid: Grid, sign: int | None = None, n_perm: int = 1000, seed: int = 0) -> dict:
-    """(a) argmax selection, (b) LODO, (c) permutation test and (e) NTPS-vs-chance for one grid.
+    """(a) argmax selection, (b) LODO, (c) permutation test, (e) score vs chance and the fixed candidate.
 
-    LODO and the permutation test are skipped (``None``) with a single candidate, where the
-    selection protocol cannot be repeated (the authors' published data). Returns a JSON-able
-    dict; ``per_dataset`` is the (e) table at the selected candidate.
+    LODO and the selection-aware permutation test are skipped (``None``) with a single candidate,
+    where the selection protocol cannot be repeated (the authors' published data). ``r_fixed`` /
+    ``p_fixed``: r and ordinary permutation p at :func:`fixed_candidate`. ``note`` says what limits
+    the result (incomplete candidates, fewer than :data:`MIN_DATASETS` datasets); ``error`` is set
+    instead of the statistics when nothing can be computed. Returns a JSON-able dict;
+    ``per_dataset`` is the (e) table at the selected candidate.
     """
     sign = metric_sign(grid.metric) if sign is None else sign
     n = len(grid.datasets)
-    out = {"model": grid.model, "metric": grid.metric, "sign": sign, "n_datasets": n,
+    out = {"model": grid.model, "score": grid.score, "metric": grid.metric, "sign": sign, "n_datasets": n,
            "n_candidates": grid.n_candidates, "param": grid.param, "dropped": grid.dropped}
+    notes = []
+    if grid.dropped.get("candidates_incomplete"):
+        notes.append(f"{grid.dropped['candidates_incomplete']} candidate(s) missing for some dataset")
+    if 3 <= n < MIN_DATASETS:
+        notes.append(f"only {n} datasets: correlations meaningless")
+    out["note"] = "; ".join(notes)
     if grid.n_candidates == 0 or n < 3:
         out["error"] = f"too little data: {grid.n_candidates} complete candidates, {n} datasets"
         return out
-    c, r, r_all = select_argmax(grid.ntps, grid.y, sign)
-    cand = grid.candidates.iloc[c]
-    out.update({"layer": _num(cand["layer"]), grid.param: _num(cand[grid.param]), "r_argmax": r,
-                "r_all": r_all})
+    try:
+        c, r, r_all = select_argmax(grid.X, grid.y, sign)
+    except ValueError as e:  # e.g. a metric equal on every dataset (saturated in-sample accuracy)
+        out["error"] = str(e)
+        return out
+    out.update({**_cand_dict(grid, c), "r_argmax": r, "r_all": r_all})
     if grid.n_candidates > 1:
-        perm = permutation_test(grid.ntps, grid.y, sign, n_perm=n_perm, seed=seed)
-        lo = lodo(grid.ntps, grid.y, sign)
+        perm = permutation_test(grid.X, grid.y, sign, n_perm=n_perm, seed=seed)
+        lo = lodo(grid.X, grid.y, sign)
         out.update({"perm_p": perm["p"], "null_q95": perm["null_q95"], "n_perm": n_perm, "seed": seed,
                     "lodo_r": lo["r"],
                     "lodo_chosen": [_cand_dict(grid, i) for i in lo["chosen"]],
                     "lodo_pred": lo["pred"]})
     else:
         out.update({"perm_p": None, "null_q95": None, "lodo_r": None})
+    i = fixed_candidate(grid)
+    out.update({f"fixed_{k}": v for k, v in _cand_dict(grid, i).items()})
+    out["r_fixed"] = float(r_all[i])
+    try:
+        out["p_fixed"] = permutation_test(grid.X[i:i + 1], grid.y, sign, n_perm=n_perm, seed=seed)["p"]
+    except ValueError:  # that candidate is constant across datasets
+        out["p_fixed"] = None
     out["per_dataset"] = [
-        {"dataset": ds, "ntps": float(grid.ntps[c, j]), "chance": _num(grid.chance[c, j]),
-         "ntps_minus_chance": _num(grid.ntps[c, j] - grid.chance[c, j]), grid.metric: float(grid.y[j])}
+        {"dataset": ds, "value": float(grid.X[c, j]), "chance": _num(grid.chance[c, j]),
+         "minus_chance": _num(grid.X[c, j] - grid.chance[c, j]), grid.metric: float(grid.y[j])}
         for j, ds in enumerate(grid.datasets)]
     return out
 
@@ -353,6 +378,25 @@ def _num(v):
     return int(v) if v.is_integer() else v
 
 
+def orient_scores(table: pd.DataFrame) -> pd.DataFrame:
+    """Long-table rows with every score oriented so that higher = predicted better.
+
+    Scores where lower is better (:func:`metric_sign` = -1: ``ls_mse``, ``ridge_mse``, ``*_excess``)
+    get their value negated and a ``-`` before their name (``-ls_mse``); the others are unchanged.
+    """
+    sign = table["score"].map(metric_sign)
+    return table.assign(value=table["value"] * sign,
+                        score=table["score"].where(sign > 0, "-" + table["score"].astype(str)))
+
+
+def unique_only(table: pd.DataFrame) -> pd.DataFrame:
+    """Drop the rows whose subspaces are not uniquely defined (SPEC §2.0); rows without the flag stay."""
+    if "unique" not in table:
+        return table
+    flag = table["unique"].astype(str).str.lower()
+    return table[~flag.isin(["false", "0"])]
+
+
 # --------------------------------------------------------------------------------------------
 # The authors' figure data (SPEC §4)
 # --------------------------------------------------------------------------------------------
@@ -360,9 +404,9 @@ def _num(v):
 def paper_table(path: str | os.PathLike, metric: str | None = None) -> pd.DataFrame:
     """The authors' ``fig2_1.json``/``fig2_2.json``/``fig3.json`` as a tidy table.
 
-    One row per (model, dataset): ``model, dataset, layer (NaN), fraction (NaN), ntps,
-    chance (NaN: not published)`` plus metric columns -- ``fig3``: ``linear_test_acc,
-    lora_test_acc, lora_gain``; ``fig2``: ``metric_data`` renamed to ``metric`` (default
+    One row per (model, dataset) in the long-table layout of collect.py: ``model, dataset, layer (NaN),
+    fraction (NaN), score ("ntps"), value, chance (NaN: not published)`` plus metric columns --
+    ``fig3``: ``linear_test_acc, lora_test_acc, lora_gain``; ``fig2``: ``metric_data`` renamed to ``metric`` (default
     ``probe_train_acc`` for a file named ``*fig2_1*``, ``probe_train_mse`` for ``*fig2_2*``).
     """
     path = Path(path)
@@ -374,7 +418,7 @@ def paper_table(path: str | os.PathLike, metric: str | None = None) -> pd.DataFr
     for model, by_ds in data.items():
         for ds, v in by_ds.items():
             row = {"model": model, "dataset": ds, "layer": np.nan, "fraction": np.nan,
-                   "ntps": float(v["align_score"]), "chance": np.nan}
+                   "score": "ntps", "value": float(v["align_score"]), "chance": np.nan}
             if "metric_data" in v:
                 row[metric] = float(v["metric_data"])
             if "lora_acc" in v:

@@ -117,3 +117,13 @@ def environment_info() -> dict:
             pass
     return {"versions": versions, "git_commit": git_commit(), "command": sys.argv,
             "platform": platform.platform()}
+
+
+def run_dir(root: str | os.PathLike, model: str, dataset: str, split: str | None = None) -> Path:
+    """The run directory ``{root}/{model}/{dataset}/{split}`` with slugged model and dataset names.
+
+    ``root`` is the output root (every script's ``--output_dir``); ``split`` is ``train``/``test`` for a
+    statistics artifact or the name of a training run (``linear``, ``lora``); None = the dataset folder.
+    """
+    path = Path(root) / slugify(model) / slugify(dataset)
+    return path / split if split else path

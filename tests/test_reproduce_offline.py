@@ -18,8 +18,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import analyze  # noqa: E402
-import reproduce_offline as ro  # noqa: E402
-from ntps import report  # noqa: E402
+from ntps.cli import run  # noqa: E402
+from runs import report  # noqa: E402
+from runs import reproduce_offline as ro  # noqa: E402
 
 
 def test_plan_covers_every_model_and_dataset_with_the_caps():
@@ -43,10 +44,17 @@ def test_plan_covers_every_model_and_dataset_with_the_caps():
     lora = [s for s in stages if s.group == "lora"]
     assert len(lora) == len(ro.LORA_SUBSET["models"]) * len(ro.LORA_SUBSET["datasets"])
     assert all("--linear_results" in s.cmd for s in lora)
-    # the analysis comes after every per-dataset stage, the report last
+    # the analysis (collect -> analyze) comes after every per-dataset stage, the report last
     order = [s.group for s in stages]
     assert order.index("analysis") > max(i for i, g in enumerate(order) if g in ("cache", "lora"))
     assert order[-1] == "report"
+    assert [s.key for s in stages if s.group == "analysis"] == ["analysis/collect", "analysis/analyze"]
+    # every stage addresses the same output root: {output_dir}/{model}/{dataset}/{split}
+    ks = next(s for s in stages if s.key == "ksweep/smollm2-135m/bbc-news/raw_descending")
+    assert ks.cmd[ks.cmd.index("--stats_dir") + 1] == str(Path(args.output_dir) / "smollm2-135m" / "bbc-news" / "train")
+    for s in stages:
+        if "--output_dir" in s.cmd and s.group != "linear":
+            assert s.cmd[s.cmd.index("--output_dir") + 1] == args.output_dir, s.key
 
 
 def test_scale_and_filters():
@@ -71,7 +79,7 @@ def test_a_stage_is_done_only_with_the_same_command_and_its_outputs(tmp_path):
     assert not ro.is_done(stage, record)
 
 
-def test_runner_runs_resumes_and_stops_on_failure(tmp_path, monkeypatch, capsys):
+def test_runner_runs_resumes_and_stops_on_failure(tmp_path, monkeypatch, caplog):
     """A fake plan of three shell stages: the second fails once; a rerun skips the first."""
     marker = tmp_path / "fail_once"
     marker.write_text("")
@@ -84,7 +92,7 @@ def test_runner_runs_resumes_and_stops_on_failure(tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(ro, "plan", lambda args: stages)
     args = ro.parse_args(["--output_dir", str(tmp_path / "runs")])
     assert ro.main(args) == 3 and a.is_file() and not b.exists()
-    assert "stage two failed" in capsys.readouterr().err
+    assert "stage two failed" in caplog.text
     assert ro.main(args) == 0 and b.is_file()
     record = json.loads((tmp_path / "runs" / ro.STAGE_FILE).read_text())
     assert [i["ran"] for i in record["invocations"]] == [2, 1]
@@ -102,8 +110,8 @@ def _collected(rng) -> pd.DataFrame:
                 for f in fractions:
                     signal = model == "good" and layer == 1 and f == 0.25
                     ntps = acc[j] if signal else rng.uniform(0.2, 0.8)
-                    rows.append({"model": model, "dataset": f"ds{j}", "order": "descending", "variant": "raw",
-                                 "layer": layer, "fraction": f, "k_V": int(f * 64), "ntps": ntps, "chance": f,
+                    rows.append({"model": model, "dataset": f"ds{j}", "score": "ntps_raw_descending",
+                                 "layer": layer, "fraction": f, "k_V": int(f * 64), "value": ntps, "chance": f,
                                  "n_texts": 500, "d": 64, "label_rank": 2, "probe_layer": 2,
                                  "probe_train_acc": acc[j], "probe_test_acc": acc[j] - 0.1,
                                  "probe_train_mse": 1 - acc[j], "probe_test_mse": 1.1 - acc[j],
@@ -115,13 +123,13 @@ def test_report_states_the_verdicts_with_the_analysis_numbers(tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
     _collected(np.random.default_rng(0)).to_csv(runs / "collected.csv", index=False)
-    analyze.main(analyze.parse_args(["--csv", str(runs / "collected.csv"), "--n_perm", "199", "--out_dir",
-                                     str(runs / "analysis"), "--no_plots", "--metric", "probe_train_acc",
+    analyze.main(analyze.parse_args(["--csv", str(runs / "collected.csv"), "--n_perm", "199", "--output_dir",
+                                     str(runs), "--no_plots", "--metric", "probe_train_acc",
                                      "probe_test_acc", "probe_train_mse"]))
     (runs / "stages.json").write_text(json.dumps({"stages": {
         "ksweep/good/ds0/raw_descending": {"rc": 0, "seconds": 2.5, "model": "good", "dataset": "ds0"}},
         "invocations": [{"started": "2026-01-01T00:00:00", "ran": 1, "skipped": 0, "seconds": 2.5}]}))
-    summary = report.build(runs, tmp_path / "report", "python reproduce_offline.py --test")
+    summary = report.build(runs, tmp_path / "report", "python -m runs.reproduce_offline --test")
     text = (tmp_path / "report" / "REPORT.md").read_text()
 
     analysis = json.loads((runs / "analysis" / "analysis.json").read_text())
@@ -131,7 +139,7 @@ def test_report_states_the_verdicts_with_the_analysis_numbers(tmp_path):
     assert verdicts["good"]["verdict"] == "supported" and verdicts["good"]["perm_p"] == good["perm_p"]
     assert verdicts["noise"]["verdict"] != "supported"
     assert verdicts["good"]["lodo_r"] == pytest.approx(good["lodo_r"])
-    assert "python reproduce_offline.py --test" in text and "## Do the paper's claims hold here?" in text
+    assert "python -m runs.reproduce_offline --test" in text and "## Do the paper's claims hold here?" in text
     assert "1 of 2 models support the claim" in text
     for section in ("## Spearman r of NTPS", "## NTPS with chance levels", "## Probe accuracies",
                     "## Wall time per stage", "## Caveats"):
@@ -145,4 +153,5 @@ def test_report_states_the_verdicts_with_the_analysis_numbers(tmp_path):
 
 def test_report_refuses_without_the_analysis(tmp_path):
     with pytest.raises(SystemExit, match="collected.csv is missing"):
-        report.main(["--runs_dir", str(tmp_path), "--report_dir", str(tmp_path / "r")])
+        argv = ["--output_dir", str(tmp_path), "--report_dir", str(tmp_path / "r")]
+        run(report.main, lambda: report.parse_args(argv), "runs/report.py")

@@ -2,37 +2,40 @@
 
 Steps (each reuses its outputs when they are already up to date):
 
-1. linear probe           linear_training.py   -> outputs/{model}/{dataset}/linear/results.json
-2. LoRA fine-tuning       lora_finetuning.py   -> outputs/{model}/{dataset}/lora/{results.json,adapter/}
+1. linear probe           linear_training.py   -> {output_dir}/{model}/{dataset}/linear/results.json
+2. LoRA fine-tuning       lora_finetuning.py   -> {output_dir}/{model}/{dataset}/lora/{results.json,adapter/}
 3. statistics before      cache.py on the train split of the pretrained model
 4. statistics after       cache.py --lora_ckpt .../lora/adapter (adapter merged), into .../lora/stats_after/
 5. NTPS before and after  K_sweep.py on both (per layer × fraction; its CSV/JSON stay beside each artifact)
 
 and writes ``ntps_lora.csv`` / ``ntps_lora.json`` (one row: model, dataset, layer, fraction, ntps_before,
 ntps_after, chance, linear_acc, lora_acc, gain = lora_acc − linear_acc) and ``ntps_lora_sweep.csv``
-(every layer × fraction, before and after) into ``outputs/{model}/{dataset}/``.
+(every layer × fraction, before and after) into ``{output_dir}/{model}/{dataset}/`` (``--output_dir`` is the
+output root, as for every script). collect.py reads them, and the sweep after LoRA as the score
+``ntps_raw_{order}_after_lora``.
 
 The reported cell is ``--ntps_layer`` / ``--ntps_fraction`` when given, else the cell with the largest
 margin of NTPS-before over chance (the same cell is read after LoRA). The paper instead picks the cell
 that maximises a correlation over 12 datasets (SPEC §3, §5): use the sweep file for that.
 
 Examples:
-    python ntps_lora.py                                        # smollm2-135m on vader-movies, paper budgets
-    python ntps_lora.py --lora_max_steps 300 --linear_max_steps 300 --batch_size 8 --max_length 64
-    python ntps_lora.py --model Qwen/Qwen2-0.5B --dataset sst2 --device cuda --ntps_layer 12 \
+    python -m runs.ntps_lora                                   # smollm2-135m on vader-movies, paper budgets
+    python -m runs.ntps_lora --lora_max_steps 300 --linear_max_steps 300 --batch_size 8 --max_length 64
+    python -m runs.ntps_lora --model Qwen/Qwen2-0.5B --dataset sst2 --device cuda --ntps_layer 12 \
         --ntps_fraction 0.5
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import logging
 import shlex
-import sys
 from pathlib import Path
 
 from ntps.cli import DEFAULT_DATASET, DEFAULT_MODEL, DEFAULT_OUTPUT_DIR, HelpFormatter, run
-from ntps.io import atomic_path, environment_info, read_json, slugify, write_json
+from ntps.io import environment_info, read_json, run_dir, slugify, write_csv, write_json
+
+log = logging.getLogger("ntps_lora")
 
 ROW_COLUMNS = ["model", "dataset", "layer", "fraction", "ntps_before", "ntps_after", "chance", "linear_acc",
                "lora_acc", "gain", "selection"]
@@ -44,7 +47,8 @@ def parse_args(argv=None):
     p.add_argument("--model", default=DEFAULT_MODEL, help="offline key, hub id, local dir or .gguf")
     p.add_argument("--dataset", default=DEFAULT_DATASET,
                    help="offline key, paper dataset, hub id or local file")
-    p.add_argument("--output_dir", default=DEFAULT_OUTPUT_DIR, help="root of every output")
+    p.add_argument("--output_dir", default=DEFAULT_OUTPUT_DIR,
+                   help="output root: runs in {output_dir}/{model}/{dataset}/{split or linear, lora}")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--seed", type=int, default=42)
@@ -63,7 +67,7 @@ def parse_args(argv=None):
     g.add_argument("--lora_args", default="", help="extra lora_finetuning.py flags, e.g. '--start_layer 10'")
     g = p.add_argument_group("statistics and NTPS")
     g.add_argument("--stats_max_samples", type=int, default=2000,
-                   help="train texts for the statistics (cache.py's default); 0 = all")
+                   help="train texts for the statistics (more than cache.py's default); 0 = all")
     g.add_argument("--stats_batch_size", type=int, default=32)
     g.add_argument("--layers", default="all", help="hidden-state indices for the statistics and NTPS")
     g.add_argument("--fractions", default=None, help="K_sweep fractions (default: K_sweep's 0.05..0.95)")
@@ -170,19 +174,11 @@ def select_cell(before: list[dict], layer: int | None, fraction: float | None) -
     return best["layer"], best["fraction"], how
 
 
-def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-
-
 def main(args) -> dict:
-    log = lambda msg: print(f"[ntps_lora] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     linear = read_linear_results(args) if args.linear_results else train_linear(args)
-    log(f"linear probe: test accuracy {linear['test_accuracy']:.4f}")
+    log.info("linear probe: test accuracy %.4f", linear["test_accuracy"])
     lora = train_lora(args)
-    log(f"LoRA: test accuracy {lora['test_accuracy']:.4f}")
+    log.info("LoRA: test accuracy %.4f", lora["test_accuracy"])
     dataset_key = lora["dataset"]
     if slugify(str(linear.get("dataset"))) != slugify(str(dataset_key)):
         raise SystemExit(f"ntps_lora.py: the linear probe was trained on {linear.get('dataset')!r}, LoRA on "
@@ -214,19 +210,20 @@ def main(args) -> dict:
            "linear_acc": linear["test_accuracy"], "lora_acc": lora["test_accuracy"],
            "gain": lora["test_accuracy"] - linear["test_accuracy"], "selection": how}
 
-    out = Path(args.output_dir) / slugify(args.model) / slugify(dataset_key)
-    _write_csv(out / "ntps_lora.csv", [row], ROW_COLUMNS)
-    _write_csv(out / "ntps_lora_sweep.csv", sweep, SWEEP_COLUMNS)
+    out = run_dir(args.output_dir, args.model, dataset_key)
+    write_csv(out / "ntps_lora.csv", [row], ROW_COLUMNS)
+    write_csv(out / "ntps_lora_sweep.csv", sweep, SWEEP_COLUMNS)
     result = {"row": row, "sweep": sweep, "stats_before": str(before_dir), "stats_after": str(after_dir),
               "adapter": str(adapter), "linear_results": str(Path(linear["output_dir"]) / "results.json"),
               "lora_results": str(lora_dir / "results.json"), "settings": vars(args),
               "environment": environment_info()}
     write_json(out / "ntps_lora.json", result)
-    log(f"{args.model} on {dataset_key}, layer {layer}, f={fraction:g} ({how}): NTPS {row['ntps_before']} -> "
-        f"{row['ntps_after']} (chance {row['chance']:.4f}); linear {row['linear_acc']:.4f}, LoRA "
-        f"{row['lora_acc']:.4f}, gain {row['gain']:+.4f}; wrote {out / 'ntps_lora.csv'}")
+    log.info("%s on %s, layer %s, f=%g (%s): NTPS %s -> %s (chance %.4f); linear %.4f, LoRA %.4f, gain %+.4f; "
+             "wrote %s", args.model, dataset_key, layer, fraction, how, row["ntps_before"], row["ntps_after"],
+             row["chance"], row["linear_acc"], row["lora_acc"], row["gain"], out / "ntps_lora.csv")
     return result
 
 
 if __name__ == "__main__":
-    run(main, parse_args, "ntps_lora.py")
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(levelname)s %(message)s")
+    run(main, parse_args, "runs/ntps_lora.py")

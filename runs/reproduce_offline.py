@@ -2,24 +2,25 @@
 
 One command, resumable, sized for about two hours on 2 CPU cores::
 
-    python reproduce_offline.py                   # or: make reproduce-offline
-    python reproduce_offline.py --dry_run         # print the plan (every command) and exit
-    python reproduce_offline.py --models smollm2-135m --datasets vader-movies,bbc-news
+    python -m runs.reproduce_offline                   # or: make reproduce-offline
+    python -m runs.reproduce_offline --dry_run         # print the plan (every command) and exit
+    python -m runs.reproduce_offline --models smollm2-135m --datasets vader-movies,bbc-news
 
-Per model × dataset (outputs under ``--output_dir``, default ``outputs/offline/{model}/{dataset}/``):
+Per model × dataset (outputs under the root ``--output_dir``, default ``outputs/offline``, in
+``{output_dir}/{model}/{dataset}/``):
 
 1. ``cache.py`` on the train and the test split with ``--save_features`` (class-stratified caps below);
 2. ``K_sweep.py`` in both eigenvector orders (descending = the paper's theory, ascending = the authors'
    released code, SPEC §2.1) and the whitened variant;
-3. ``scores.py``: LogME, H-score, LS/ridge MSE and NTPS variants from the same sums (issue 6);
+3. ``scores.py``: the training-free baselines LogME, H-score, LS/ridge MSE from the same sums;
 4. ``linear_sklearn.py`` at the last layer (SPEC §3 settings, in-sample on train and held out on test);
 5. ``linear_training.py`` on the cached last-layer features (the paper's linear probe: AdamW 1e-4,
    batch 64, 50 epochs);
 
-then on the LoRA subset (``LORA_SUBSET``) ``ntps_lora.py`` (short-budget LoRA, NTPS before and after
-with the adapter merged), and finally ``collect.py``, ``analyze.py``, ``compare_scores.py`` and
-``ntps.report`` which writes ``--report_dir`` (default ``results/offline/``): ``REPORT.md``, its CSV/JSON
-tables and figures.
+then on the LoRA subset (``LORA_SUBSET``) ``runs.ntps_lora`` (short-budget LoRA, NTPS before and after
+with the adapter merged), and finally ``collect.py`` (the long table), ``analyze.py`` (every score
+against every metric) and ``runs.report`` which writes ``--report_dir`` (default ``results/offline/``):
+``REPORT.md``, its CSV/JSON tables and figures.
 
 Every stage is skipped when its outputs exist and ``stages.json`` records the same command; every
 script is itself resumable (cache shards, training checkpoints), so rerunning the command after an
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -43,7 +45,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ntps.cli import HelpFormatter
-from ntps.io import slugify, write_json
+from ntps.io import run_dir, write_json
+
+log = logging.getLogger("reproduce_offline")
 
 MODELS = ["smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b"]
 DATASETS = ["vader-movies", "vader-tweets", "vader-amazon", "vader-nyt", "bbc-news", "20newsgroups",
@@ -85,7 +89,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated offline model keys")
     p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated offline dataset keys")
-    p.add_argument("--output_dir", default="outputs/offline", help="artifacts (statistics, features, runs)")
+    p.add_argument("--output_dir", default="outputs/offline",
+                   help="output root: runs in {output_dir}/{model}/{dataset}/{split}, collected.csv, analysis/")
     p.add_argument("--report_dir", default="results/offline", help="REPORT.md, tables and figures")
     p.add_argument("--scale", type=float, default=1.0, help="multiply every text cap; 0 = whole splits")
     p.add_argument("--max_length", type=int, default=MAX_LENGTH, help="tokens per text")
@@ -125,8 +130,8 @@ def plan(args) -> list[Stage]:
     for model in models:
         n_train, n_test = caps(model, args.scale)
         for ds in datasets:
-            root = out / slugify(model) / slugify(ds)
-            tr, te = root / "train", root / "test"
+            root = run_dir(out, model, ds)
+            tr, te = run_dir(out, model, ds, "train"), run_dir(out, model, ds, "test")
             kw = {"model": model, "dataset": ds}
             for split, n, d in (("train", n_train, tr), ("test", n_test, te)):
                 stages.append(Stage(f"cache/{model}/{ds}/{split}", [
@@ -137,7 +142,7 @@ def plan(args) -> list[Stage]:
                 stages.append(Stage(f"ksweep/{model}/{ds}/{variant}_{order}", [
                     py, "K_sweep.py", "--stats_dir", str(tr), "--order", order, "--variant", variant,
                     "--device", dev], [tr / f"ntps_{variant}_{order}.csv"], "ksweep", **kw))
-            stages.append(Stage(f"scores/{model}/{ds}", [py, "scores.py", "--stats_dir", str(tr), "--device", dev],
+            stages.append(Stage(f"scores/{model}/{ds}", [py, "scores.py", "--stats_dir", str(tr)],
                                 [tr / "scores.csv"], "scores", **kw))
             stages.append(Stage(f"sklearn/{model}/{ds}", [
                 py, "linear_sklearn.py", "--features_dir", str(tr), "--test_features_dir", str(te),
@@ -149,30 +154,23 @@ def plan(args) -> list[Stage]:
     for model in lora_models:
         n_train, n_test = caps(model, args.scale)
         for ds in lora_datasets:
-            root = out / slugify(model) / slugify(ds)
+            root = run_dir(out, model, ds)
             stages.append(Stage(f"lora/{model}/{ds}", [
-                py, "ntps_lora.py", "--model", model, "--dataset", ds, "--output_dir", str(out),
+                py, "-m", "runs.ntps_lora", "--model", model, "--dataset", ds, "--output_dir", str(out),
                 "--device", dev, "--seed", seed, "--max_length", L, "--max_samples", str(n_train),
                 "--max_eval_samples", str(n_test), "--stats_max_samples", str(n_train),
                 "--batch_size", str(args.lora_batch_size), "--lora_max_steps", str(args.lora_steps),
                 "--lora_args", f"--lr {args.lora_lr:g} --eval_batch_size 32",
                 "--linear_results", str(root / "linear" / "results.json")],
                 [root / "ntps_lora.csv"], "lora", model=model, dataset=ds))
-    analysis = out / "analysis"
     stages += [
-        Stage("analysis/collect", [py, "collect.py", "--runs_dir", str(out), "--out", str(out / "collected.csv")],
+        Stage("analysis/collect", [py, "collect.py", "--output_dir", str(out), "--out", str(out / "collected.csv")],
               [out / "collected.csv"], "analysis"),
         Stage("analysis/analyze", [py, "analyze.py", "--csv", str(out / "collected.csv"), "--metric", *METRICS,
-                                   "--n_perm",
-                                   str(args.n_perm), "--seed", "0", "--out_dir", str(analysis)],
-              [analysis / "analysis.json"], "analysis"),
-        Stage("analysis/compare_scores", [py, "compare_scores.py", "--runs_dir", str(out), "--metrics",
-                                          ",".join(METRICS), "--n_perm",
-                                          str(args.n_perm), "--seed", "0", "--out",
-                                          str(out / "compare_scores.csv")],
-              [out / "compare_scores.json"], "analysis"),
-        Stage("report", [py, "-m", "ntps.report", "--runs_dir", str(out), "--report_dir", args.report_dir,
-                         "--command", " ".join(["python", "reproduce_offline.py", *sys.argv[1:]])],
+                                   "--n_perm", str(args.n_perm), "--seed", "0", "--output_dir", str(out)],
+              [out / "analysis" / "analysis.json"], "analysis"),
+        Stage("report", [py, "-m", "runs.report", "--output_dir", str(out), "--report_dir", args.report_dir,
+                         "--command", " ".join(["python", "-m", "runs.reproduce_offline", *sys.argv[1:]])],
               [Path(args.report_dir) / "REPORT.md"], "report"),
     ]
     return stages
@@ -221,10 +219,10 @@ def main(args) -> int:
         log_path = out / "logs" / (s.key.replace("/", "__") + ".log")
         t = time.perf_counter()
         stage_env = env if s.group in HEAVY_GROUPS else {**env, **ONE_THREAD}
-        with open(log_path, "w") as log:
-            log.write("$ " + " ".join(s.cmd) + "\n")
-            log.flush()
-            rc = subprocess.call(s.cmd, stdout=log, stderr=subprocess.STDOUT, env=stage_env)
+        with open(log_path, "w") as fh:
+            fh.write("$ " + " ".join(s.cmd) + "\n")
+            fh.flush()
+            rc = subprocess.call(s.cmd, stdout=fh, stderr=subprocess.STDOUT, env=stage_env)
         seconds = round(time.perf_counter() - t, 2)
         record["stages"][s.key] = {"cmd": s.cmd[1:], "rc": rc, "seconds": seconds, "group": s.group,
                                    "model": s.model, "dataset": s.dataset, "log": str(log_path),
@@ -234,17 +232,17 @@ def main(args) -> int:
         write_json(record_path, record)
         if rc != 0:
             tail = log_path.read_text().splitlines()[-15:]
-            print("\n".join(tail), file=sys.stderr)
-            print(f"reproduce_offline.py: stage {s.key} failed (exit {rc}); log {log_path}. Fix the cause and "
-                  "rerun the same command: finished stages are kept.", file=sys.stderr)
+            log.error("%s\nstage %s failed (exit %d); log %s. Fix the cause and rerun the same command: finished "
+                      "stages are kept.", "\n".join(tail), s.key, rc, log_path)
             return rc
         tqdm.write(f"[{s.group}] {s.key}: {seconds:.1f}s", file=sys.stderr)
     invocation["seconds"] = round(time.time() - t0, 1)
     write_json(record_path, record)
-    print(f"reproduce_offline.py: {invocation['ran']} stages run, {invocation['skipped']} up to date, "
-          f"{invocation['seconds']:.0f}s; report in {args.report_dir}/REPORT.md", file=sys.stderr)
+    log.info("%d stages run, %d up to date, %.0fs; report in %s/REPORT.md", invocation["ran"], invocation["skipped"],
+             invocation["seconds"], args.report_dir)
     return 0
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(levelname)s %(message)s")
     sys.exit(main(parse_args()))
