@@ -19,8 +19,8 @@ Examples:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import logging
 import os
 import shutil
 import sys
@@ -31,50 +31,27 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ntps import cli
 from ntps.accumulate import StatsAccumulator
 from ntps.artifacts import ArtifactError, fingerprint, load_stats_file, read_meta, save_stats, save_stats_file
-from ntps.cli import (
-    DEFAULT_DATASET,
-    DEFAULT_MODEL,
-    DEFAULT_OUTPUT_DIR,
-    HelpFormatter,
-    parse_int_list,
-    resolve_device,
-    run,
-)
-from ntps.io import atomic_path, environment_info, read_json, slugify, write_json
+from ntps.cli import parse_int_list, resolve_device
+from ntps.io import OutputExistsError, atomic_path, environment_info, read_json, run_dir, write_json
 from ntps.text import decoder_of, length_sorted_shards, pad_batch, tokenize
 
 DEFAULT_MAX_SAMPLES = 1000
 PARTIAL_DIR = ".partial"
+log = logging.getLogger(__name__)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    g = p.add_argument_group("model")
-    g.add_argument("--model", default=DEFAULT_MODEL,
-                   help="offline key (smollm2-135m, gemma3-270m, qwen2.5-coder-0.5b), hub id, local dir or .gguf")
-    g.add_argument("--revision", default=None, help="hub revision of the model")
-    g.add_argument("--tokenizer_name", default=None, help="load the tokenizer from here instead")
-    g.add_argument("--trust_remote_code", action="store_true", help="allow model code from the hub (OpenELM)")
-    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="forward-pass dtype (auto: float32 on CPU, bfloat16 on CUDA); sums are float32/64")
+    p = cli.parser("cache.py", __doc__)
+    g = cli.add_model_args(p, dtype_help="forward-pass dtype (auto: float32 on CPU, bfloat16 on CUDA); sums are "
+                           "float32/64")
     g.add_argument("--lora_ckpt", default=None, help="PEFT adapter directory to merge before the pass")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (under torchrun: cuda:LOCAL_RANK)")
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset", default=DEFAULT_DATASET,
-                   help="offline key, paper dataset, hub id, or a local .csv/.tsv/.jsonl/.parquet file")
-    g.add_argument("--split", default="train", choices=["train", "test"])
-    g.add_argument("--dataset_revision", default=None, help="hub revision of the dataset")
-    g.add_argument("--text_column", default=None, help="text column of a local file or hub dataset")
-    g.add_argument("--label_column", default=None, help="label column of a local file or hub dataset")
-    g.add_argument("--test_file", default=None, help="separate test file for a local dataset")
-    g.add_argument("--max_samples", type=int, default=DEFAULT_MAX_SAMPLES,
-                   help="seeded class-stratified cap on texts; 0 = all texts of the split")
-    g.add_argument("--seed", type=int, default=42, help="seed of the subset (and of offline splits)")
-    g.add_argument("--max_length", type=int, default=512, help="truncate texts to this many tokens")
+    cli.add_device_arg(g, help="auto, cpu, cuda, cuda:N (under torchrun: cuda:LOCAL_RANK)")
+    cli.add_data_args(p, max_samples=DEFAULT_MAX_SAMPLES)
     g = p.add_argument_group("statistics")
-    g.add_argument("--layers", default="all", help="hidden-state indices: 'all', '0,6,12', '10-20', '-1'")
+    cli.add_layers_arg(g)
     g.add_argument("--batch_size", type=int, default=32, help="texts per forward pass")
     g.add_argument("--shard_size", type=int, default=1024, help="texts per resumable shard")
     g.add_argument("--checkpoint_interval", type=float, default=300,
@@ -83,9 +60,15 @@ def parse_args(argv=None):
     g.add_argument("--save_features", action="store_true",
                    help="also store per-text mean-pooled and last-token features per layer")
     g.add_argument("--features_dtype", default="float16", choices=["float16", "float32"])
-    g.add_argument("--output_dir", default=DEFAULT_OUTPUT_DIR)
-    g.add_argument("--overwrite", action="store_true", help="discard existing results and checkpoints")
-    return p.parse_args(argv)
+    cli.add_output_args(p, overwrite="discard existing results and checkpoints", log_dir=True)
+    cli.alias(p, "--save_dir", "--output_dir")
+    cli.ignore(p, "--num_workers", "the texts are tokenised in the main process")
+    cli.authors_note(p, lambda a: a.max_samples == DEFAULT_MAX_SAMPLES,
+                     f"--max_samples caps the split at {DEFAULT_MAX_SAMPLES} texts here; the authors' cache.py "
+                     "reads the whole split (pass --max_samples 0)")
+    cli.authors_note(p, lambda a: a.dtype == "auto", "--dtype auto runs bfloat16 on CUDA; the authors' default is "
+                     "float32 (pass --dtype float32)")
+    return cli.parse(p, argv)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -132,7 +115,6 @@ def main(args) -> Path:
         torch.distributed.init_process_group(backend)
     device = resolve_device(f"cuda:{local_rank}" if args.device == "auto" and world > 1
                             and torch.cuda.is_available() else args.device)
-    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if rank == 0 else (lambda *a: None)
 
     from ntps.data import load_split
     from ntps.models import load_model_and_tokenizer
@@ -146,7 +128,7 @@ def main(args) -> Path:
         trust_remote_code=args.trust_remote_code, dtype=args.dtype, device=device, lora_ckpt=args.lora_ckpt)
     n_states, d = minfo["n_states"], minfo["hidden_size"]
     layers = parse_int_list(args.layers, n_states) or list(range(n_states))
-    out_dir = Path(args.output_dir) / slugify(args.model) / slugify(data.info.get("dataset", args.dataset)) / args.split
+    out_dir = run_dir(args.output_dir, args.model, data.info.get("dataset", args.dataset), args.split)
     meta = {
         "model": args.model, "revision": minfo.get("revision"), "model_info": minfo,
         "dtype": str(minfo.get("dtype", args.dtype)), "lora_ckpt": args.lora_ckpt,
@@ -170,12 +152,13 @@ def main(args) -> Path:
             old = {}
         features_ok = not args.save_features or (out_dir / "features_mean.npy").exists()
         if old.get("fingerprint") == meta["fingerprint"] and features_ok:
-            log(f"[cache] up to date: {out_dir} (pass --overwrite to recompute)")
+            log.info(f"up to date: {out_dir} (pass --overwrite to recompute)")
             return out_dir
         if old.get("fingerprint") != meta["fingerprint"]:
-            sys.exit(f"cache.py: {out_dir} holds statistics of another configuration "
-                     f"(model {old.get('model')}, dataset {old.get('dataset')}, layers, max_samples or dtype "
-                     "differ); pass --overwrite to replace them or --output_dir to keep both")
+            raise OutputExistsError(
+                f"{out_dir} holds statistics of another configuration (model {old.get('model')}, dataset "
+                f"{old.get('dataset')}, layers, max_samples or dtype differ); pass --overwrite to replace them or "
+                "--output_dir to keep both")
     partial = out_dir / PARTIAL_DIR
     if rank == 0 and args.overwrite and out_dir.exists():
         shutil.rmtree(partial, ignore_errors=True)
@@ -187,8 +170,8 @@ def main(args) -> Path:
     run_file = partial / "run.json"
     if rank == 0:
         if run_file.exists() and read_json(run_file) != run_key:
-            sys.exit(f"cache.py: {partial} holds an interrupted run with other settings "
-                     f"({read_json(run_file)}); rerun with the same arguments to resume, or pass --overwrite")
+            raise OutputExistsError(f"{partial} holds an interrupted run with other settings ({read_json(run_file)}); "
+                                    "rerun with the same arguments to resume, or pass --overwrite")
         write_json(run_file, run_key)
     barrier(world)
 
@@ -210,12 +193,12 @@ def main(args) -> Path:
         barrier(world)
         features = FeatureWriter(partial, len(layers), len(data), d, args.features_dtype, create=False)
     todo = [s for s in mine if s not in done]
-    log(f"[cache] model {args.model} ({minfo.get('architecture')}, {n_states} states × d={d}, {meta['dtype']}) "
+    log.info(f"model {args.model} ({minfo.get('architecture')}, {n_states} states × d={d}, {meta['dtype']}) "
         f"on {device}; dataset {meta['dataset']}/{args.split}: {len(data)} texts, {data.num_classes} classes, "
         f"{int(lengths.sum())} tokens ({truncated} truncated to {args.max_length}); {len(shards)} shards, "
         f"{world} process(es)" + (f"; resuming after {len(done)} finished shard(s)" if done else ""))
     if args.max_samples and len(data) == args.max_samples:
-        log(f"[cache] capped at --max_samples {args.max_samples} texts (pass --max_samples 0 for the whole split)")
+        log.info(f"capped at --max_samples {args.max_samples} texts (pass --max_samples 0 for the whole split)")
 
     labels_t = torch.as_tensor(data.labels)
     net = decoder_of(model)
@@ -266,7 +249,7 @@ def main(args) -> Path:
         save_stats(out_dir, acc.to_stats(), meta)
         shutil.rmtree(partial, ignore_errors=True)
         pad = computed_tokens / max(1, sum(int(lengths[i]) for s in todo for b in shards[s] for i in b))
-        log(f"[cache] {acc.n_texts} texts, {acc.n_tokens} tokens, {len(layers)} layers in {loop_s:.1f}s "
+        log.info(f"{acc.n_texts} texts, {acc.n_tokens} tokens, {len(layers)} layers in {loop_s:.1f}s "
             f"(padding overhead {pad:.3f}); wrote {out_dir}")
     barrier(world)
     if world > 1:
@@ -275,4 +258,4 @@ def main(args) -> Path:
 
 
 if __name__ == "__main__":
-    run(main, parse_args, "cache.py")
+    cli.run(main, parse_args, "cache.py")
