@@ -34,13 +34,7 @@ log = logging.getLogger(__name__)
 
 def parse_args(argv=None):
     p = cli.parser("K_sweep.py", __doc__)
-    g = p.add_argument_group("the statistics artifact (cache.py): --stats_dir, or --model/--dataset/--split under "
-                             "--output_dir")
-    g.add_argument("--stats_dir", default=None,
-                   help="artifact directory written by cache.py (holds stats.safetensors and meta.json), or a root "
-                        "holding {model}/{dataset}/{split}/ (default: {output_dir}/{model}/{dataset}/{split})")
-    cli.add_model_args(p, loading=False, help="model of the artifact")
-    cli.add_data_args(p, loading=False)
+    cli.add_artifact_args(p)
     g = p.add_argument_group("sweep")
     g.add_argument("--order", choices=ORDERS, default="descending",
                    help="descending = the paper's top eigenvectors; ascending = the authors' released "

@@ -216,11 +216,8 @@ def top_directions(sums, n_texts: int, *, rcond: float = DEFAULT_RCOND, scale: s
 
 def parse_args(argv=None):
     p = cli.parser("alignment_vis.py", __doc__)
-    g = p.add_argument_group("the statistics artifact (cache.py): --stats_dir, or --model/--dataset/--split under "
-                             "--output_dir")
-    g.add_argument("--stats_dir", default=None,
-                   help="artifact directory written by cache.py (default: {output_dir}/{model}/{dataset}/{split}, "
-                        f"model {cli.DEFAULT_MODEL} when --model is not given)")
+    g = cli.add_artifact_args(p, what=f"artifact directory written by cache.py (looked up with model "
+                                      f"{cli.DEFAULT_MODEL} when --model is not given)", model=None)
     g.add_argument("--layer", type=int, default=0, help="hidden-state index (0 = embedding output; -1 = last)")
     g.add_argument("--words", default=DEFAULT_WORDS,
                    help="'Category=word,word;Category=...' (SPEC §3 default); a Joy-vs-Sad boundary is drawn "
@@ -228,7 +225,6 @@ def parse_args(argv=None):
     g = cli.add_model_args(p, from_artifact=True)
     g.add_argument("--lora_ckpt", default=None, help="PEFT adapter to merge (default: the artifact's, if any)")
     cli.add_device_arg(g, default="cpu", help="cpu, auto, cuda, cuda:N (a handful of words: cpu is fine)")
-    cli.add_data_args(p, loading=False)
     g = p.add_argument_group("protocol")
     g.add_argument("--no_special_tokens", action="store_true",
                    help="tokenise words without BOS/EOS (default: as the tokenizer does for any text)")
@@ -331,13 +327,7 @@ def main(args) -> dict:
                             add_special_tokens=not args.no_special_tokens, leading_space=args.leading_space,
                             allow_unk=args.allow_unk)
 
-    proj = {space: H @ dirs[space] for space in ("U", "V")}  # (n_words, 2)
-    index = {w: i for i, w in enumerate(words)}
-    points = {space: {cat: [[[float(P[index[w], 0]), float(P[index[w], 1])]] for w in ws]
-                      for cat, ws in groups.items()} for space, P in proj.items()}
-    rows = [{"space": space, "category": cat, "word": w, "x": repr(float(proj[space][index[w], 0])),
-             "y": repr(float(proj[space][index[w], 1]))} for space in ("U", "V") for cat, ws in groups.items()
-            for w in ws]
+    points, rows = projections(H, dirs, groups)
     record = {
         **points,
         "words": groups,
@@ -374,6 +364,25 @@ def main(args) -> dict:
                               for space, s in summary.items()}
     write_json(json_path, record)
 
+    _print_summary(layer, meta, dirs, summary)
+    print(f"wrote {json_path}, {csv_path} and the figure in {out_dir}")
+    return record
+
+
+def projections(H: np.ndarray, dirs: dict, groups: dict[str, list[str]]) -> tuple[dict, list[dict]]:
+    """The words' (n_words, d) states ``H`` on the two U and V directions: ``{"U"|"V": {category:
+    [[[x, y]], ...]}}`` (the authors' nesting, words in the given order) and the CSV rows."""
+    proj = {space: H @ dirs[space] for space in ("U", "V")}  # (n_words, 2)
+    index = {w: i for i, w in enumerate(w for ws in groups.values() for w in ws)}
+    points = {space: {cat: [[[float(P[index[w], 0]), float(P[index[w], 1])]] for w in ws]
+                      for cat, ws in groups.items()} for space, P in proj.items()}
+    rows = [{"space": space, "category": cat, "word": w, "x": repr(float(proj[space][index[w], 0])),
+             "y": repr(float(proj[space][index[w], 1]))} for space in ("U", "V") for cat, ws in groups.items()
+            for w in ws]
+    return points, rows
+
+
+def _print_summary(layer: int, meta: dict, dirs: dict, summary: dict) -> None:
     print(f"\nalignment_vis: layer {layer} of {meta.get('model')} on "
           f"{meta.get('dataset')}/{meta.get('split')} (label rank {dirs['label_rank']}"
           f"{', U padded with a null direction' if dirs['padded'] else ''})")
@@ -383,8 +392,6 @@ def main(args) -> dict:
             "no Joy/Sad categories: no boundary"
         vals = ", ".join(f"{v:.4g}" for v in dirs[f"values_{space}"])
         print(f"  {space}: top-2 eigenvalues {vals}; {sep}")
-    print(f"wrote {json_path}, {csv_path} and the figure in {out_dir}")
-    return record
 
 
 if __name__ == "__main__":

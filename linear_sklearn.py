@@ -35,16 +35,12 @@ log = logging.getLogger(__name__)
 
 def parse_args(argv=None):
     p = cli.parser("linear_sklearn.py", __doc__)
-    g = p.add_argument_group("the features (cache.py --save_features): --features_dir, or --model/--dataset/--split "
-                             "under --output_dir")
-    g.add_argument("--features_dir", default=None,
-                   help="cache.py --save_features directory of the train split, or a root holding "
-                        "{model}/{dataset}/{split}/ (default: {output_dir}/{model}/{dataset}/{split})")
+    g = cli.add_artifact_args(p, "--features_dir", title="the features (cache.py --save_features)",
+                              what="cache.py --save_features directory of the train split",
+                              model="model of the features")
     g.add_argument("--test_features_dir", default=None,
                    help="directory of the test-split features (default: the sibling 'test' directory if it "
                         "exists); 'none' = in-sample only")
-    cli.add_model_args(p, loading=False, help="model of the features")
-    cli.add_data_args(p, loading=False)
     g = p.add_argument_group("probes")
     cli.add_layers_arg(g, help="hidden-state indices among the saved ones (0 = embedding output): 'all', '0,6,-1'")
     g.add_argument("--pooling", choices=["mean", "last"], default="mean",

@@ -88,7 +88,12 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Defaults shown after each help text, except where the help states its own default."""
+
+    def _get_help_string(self, action):
+        if action.help and "default:" in action.help:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
@@ -135,7 +140,7 @@ def add_data_args(p: argparse.ArgumentParser, *, split: str | None = "train", lo
     g.add_argument("--dataset", default=DEFAULT_DATASET, help=DATASET_HELP)
     alias(p, "--dataset_name", "--dataset")
     if split:
-        g.add_argument("--split", default=split, choices=SPLITS)
+        g.add_argument("--split", default=split, choices=SPLITS, help="split of the dataset")
     if not loading:
         return g
     g.add_argument("--dataset_revision", default=None, help="hub revision of the dataset")
@@ -166,6 +171,21 @@ def add_output_args(p: argparse.ArgumentParser, *, default: str | None = DEFAULT
         g.add_argument("--overwrite", action="store_true", help=overwrite)
     if log_dir:
         g.add_argument("--log_dir", default=None, help="also append the log to {log_dir}/{script}.log")
+    return g
+
+
+def add_artifact_args(p: argparse.ArgumentParser, flag: str = "--stats_dir", *, title: str = "the statistics "
+                      "artifact (cache.py)", what: str = "artifact directory written by cache.py (holds "
+                      "stats.safetensors and meta.json)", model: str | None = "model of the artifact"):
+    """The artifact a script reads: ``flag`` (the directory, or a root holding ``{model}/{dataset}/{split}/``)
+    or ``--model`` (unless ``model`` is None)/``--dataset``/``--split`` under ``--output_dir``; see
+    :func:`locate_artifact`. Returns the group."""
+    g = p.add_argument_group(f"{title}: {flag}, or --model/--dataset/--split under --output_dir")
+    g.add_argument(flag, default=None, help=f"{what}, or a root holding {{model}}/{{dataset}}/{{split}}/ "
+                   "(default: {output_dir}/{model}/{dataset}/{split})")
+    if model:
+        add_model_args(p, loading=False, help=model)
+    add_data_args(p, loading=False)
     return g
 
 
