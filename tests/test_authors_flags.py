@@ -36,14 +36,19 @@ SCRIPTS = (cache, K_sweep, alignment_vis, linear_sklearn, linear_training, lora_
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
+def one_thread_and_logging_restored():
+    """One torch thread; the logging set up by ntps.cli (handlers, levels) undone after each test."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
+    root = logging.getLogger()
+    handlers, levels = list(root.handlers), {name: logging.getLogger(name).level for name in cli._our_loggers()}
     yield
     torch.set_num_threads(n)
-    for h in [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]:
-        logging.getLogger().removeHandler(h)  # a --log_dir of a test
+    for h in [h for h in root.handlers if h not in handlers and isinstance(h, (cli._Stderr, logging.FileHandler))]:
+        root.removeHandler(h)
         h.close()
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def notices(caplog) -> str:
