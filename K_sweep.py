@@ -12,58 +12,58 @@ Example:
 
 from __future__ import annotations
 
-import argparse
+import logging
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from ntps.artifacts import ArtifactError, load_stats, read_meta
-from ntps.cli import (
-    DEFAULT_DATASET,
-    DEFAULT_MODEL,
-    DEFAULT_OUTPUT_DIR,
-    HelpFormatter,
-    parse_float_list,
-    parse_int_list,
-    resolve_device,
-    run,
-)
-from ntps.io import environment_info, previous_result, slugify, write_csv, write_json
+from ntps import cli
+from ntps.artifacts import load_stats, read_meta
+from ntps.cli import parse_float_list, parse_int_list, resolve_device
+from ntps.io import environment_info, previous_result, write_csv, write_json
 from ntps.linalg import DEFAULT_RCOND, ORDERS
 from ntps.score import DEFAULT_FRACTIONS, VARIANTS, ntps_sweep, solve_layer, whitened_sweep
 
 COLUMNS = ["layer", "fraction", "k", "k_U_nominal", "k_U", "k_V", "r_U", "r_V", "label_rank", "ntps",
            "chance", "unique"]
 BOUND_COLUMNS = ["excess", "lower", "upper"]
+log = logging.getLogger(__name__)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    default_dir = Path(DEFAULT_OUTPUT_DIR) / slugify(DEFAULT_MODEL) / slugify(DEFAULT_DATASET) / "train"
-    p.add_argument("--stats_dir", default=str(default_dir),
-                   help="artifact directory written by cache.py (holds stats.safetensors and meta.json)")
-    p.add_argument("--output_dir", default=None, help="where to write the results (default: --stats_dir)")
-    p.add_argument("--order", choices=ORDERS, default="descending",
+    p = cli.parser("K_sweep.py", __doc__)
+    cli.add_artifact_args(p)
+    g = p.add_argument_group("sweep")
+    g.add_argument("--order", choices=ORDERS, default="descending",
                    help="descending = the paper's top eigenvectors; ascending = the authors' released "
                         "K_sweep (bottom eigenvectors, SPEC §2.1)")
-    p.add_argument("--variant", choices=VARIANTS, default="raw",
+    g.add_argument("--variant", choices=VARIANTS, default="raw",
                    help="raw = the reference ratio in raw coordinates; whitened = Σ-whitened NTPS̃ on the "
                         "top label directions with the excess-loss bound of SPEC §2.2")
-    p.add_argument("--fractions", default=",".join(f"{f:g}" for f in DEFAULT_FRACTIONS),
+    g.add_argument("--fractions", default=",".join(f"{f:g}" for f in DEFAULT_FRACTIONS),
                    help="comma-separated fractions f of the ranks: k = floor(f · r)")
-    p.add_argument("--k", default=None,
+    g.add_argument("--k", default=None,
                    help="comma-separated absolute k values (clamped to the ranks) instead of --fractions")
-    p.add_argument("--layers", default="all", help="'all', or e.g. '0,6,12', '10-20', '-1' (last)")
-    p.add_argument("--rcond", type=float, default=DEFAULT_RCOND,
+    cli.add_layers_arg(g)
+    g.add_argument("--rcond", type=float, default=DEFAULT_RCOND,
                    help="relative tolerance: eigenvalues of Σ / C0 <= rcond · max are dropped")
-    p.add_argument("--atol", type=float, default=None,
+    g.add_argument("--atol", type=float, default=None,
                    help="absolute tolerance instead of --rcond (1e-8 reproduces the authors' code)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (float64 everywhere)")
-    p.add_argument("--overwrite", action="store_true", help="recompute even if results exist")
-    return p.parse_args(argv)
+    cli.add_device_arg(g, help="auto, cpu, cuda, cuda:1 ... (float64 everywhere)")
+    cli.add_output_args(p, default=None, help="output root: results go to {output_dir}/{model}/{dataset}/{split} "
+                        "of the artifact (default: beside the artifact)", overwrite="recompute even if results exist")
+    cli.alias(p, "--data_path", "--stats_dir")
+    cli.alias(p, "--save_path", "--output_dir")
+    cli.alias(p, "--fraction_k", "--fractions", nargs="+", type=float, convert=lambda v: ",".join(map(str, v)))
+    cli.ignore(p, "--sparse_k", "the authors' sparse-solver side list of k = 1..sparse_k-1; pass --k 1,2,... "
+               "for absolute k")
+    cli.authors_note(p, lambda a: a.order == "descending", "--order descending (the paper's top eigenvectors) is "
+                     "our default; the authors' K_sweep takes ascending eigenvectors (pass --order ascending)")
+    cli.authors_note(p, lambda a: a.atol is None, "--rcond is a relative tolerance here; the authors' code drops "
+                     "eigenvalues <= 1e-8 (pass --atol 1e-8)")
+    return cli.parse(p, argv)
 
 
 def settings_of(args, meta: dict) -> dict:
@@ -100,13 +100,10 @@ def summarise(rows: list[dict], meta: dict, settings: dict) -> str:
 
 
 def main(args) -> dict:
-    stats_dir = Path(args.stats_dir)
-    try:
-        meta = read_meta(stats_dir)
-    except ArtifactError as e:
-        sys.exit(f"K_sweep.py: {e}")
+    stats_dir = cli.locate_artifact(args.stats_dir, args.output_dir, args.model, args.dataset, args.split)
+    meta = read_meta(stats_dir)
     settings = settings_of(args, meta)
-    out_dir = Path(args.output_dir or stats_dir)
+    out_dir = cli.results_dir(stats_dir, meta, args.output_dir, explicit=args.stats_dir is not None)
     stem = f"ntps_{args.variant}_{args.order}"
     json_path, csv_path = out_dir / f"{stem}.json", out_dir / f"{stem}.csv"
     previous = previous_result(json_path, csv_path, settings, args.overwrite, "K_sweep.py")
@@ -116,10 +113,7 @@ def main(args) -> dict:
     device = resolve_device(args.device)
     rows, t0 = [], time.perf_counter()
     for layer in tqdm(settings["layers"], desc="K_sweep layers", unit="layer", file=sys.stderr):
-        try:
-            s = load_stats(stats_dir, layers=[layer])
-        except ArtifactError as e:
-            sys.exit(f"K_sweep.py: {e}")
+        s = load_stats(stats_dir, layers=[layer])
         sums = s.layers[layer]
         sol = solve_layer(sums.XX, sums.XY, sums.C0, sums.C1, rcond=args.rcond, atol=args.atol,
                           order=args.order, device=device)
@@ -146,9 +140,9 @@ def main(args) -> dict:
     write_json(json_path, result)
     write_csv(csv_path, rows, COLUMNS + (BOUND_COLUMNS if args.variant == "whitened" else []))
     print(summarise(rows, meta, settings))
-    print(f"[K_sweep] {len(settings['layers'])} layers in {elapsed:.1f}s on {device}; wrote {csv_path} and {json_path}")
+    log.info(f"{len(settings['layers'])} layers in {elapsed:.1f}s on {device}; wrote {csv_path} and {json_path}")
     return result
 
 
 if __name__ == "__main__":
-    run(main, parse_args, "K_sweep.py")
+    cli.run(main, parse_args, "K_sweep.py")

@@ -42,16 +42,16 @@ Examples:
 
 from __future__ import annotations
 
-import argparse
-import sys
+import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ntps.artifacts import ArtifactError, load_stats, read_meta
-from ntps.cli import DEFAULT_DATASET, DEFAULT_MODEL, DEFAULT_OUTPUT_DIR, HelpFormatter, resolve_device
-from ntps.io import environment_info, slugify, write_csv, write_json
+from ntps import cli
+from ntps.artifacts import load_stats, read_meta
+from ntps.cli import resolve_device
+from ntps.io import environment_info, write_csv, write_json
 from ntps.linalg import DEFAULT_RCOND, generalized_eigh
 from ntps.score import solve_layer
 
@@ -59,10 +59,7 @@ DEFAULT_WORDS = ("Joy=lovely,enjoyable,amazing,delighted;Sad=horrible,disappoint
                  "Be=am,is,are,was,were")
 DIRECTION_SCALES = ("authors", "unit")
 CSV_COLUMNS = ["space", "category", "word", "x", "y"]
-
-
-def log(*a) -> None:
-    print(*a, file=sys.stderr, flush=True)
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,26 +215,16 @@ def top_directions(sums, n_texts: int, *, rcond: float = DEFAULT_RCOND, scale: s
 # ----------------------------------------------------------------------------------------------
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    default_dir = Path(DEFAULT_OUTPUT_DIR) / slugify(DEFAULT_MODEL) / slugify(DEFAULT_DATASET) / "train"
-    p.add_argument("--stats_dir", default=str(default_dir), help="artifact directory written by cache.py")
-    p.add_argument("--layer", type=int, default=0,
-                   help="hidden-state index (0 = embedding output; -1 = last)")
-    p.add_argument("--words", default=DEFAULT_WORDS,
+    p = cli.parser("alignment_vis.py", __doc__)
+    g = cli.add_artifact_args(p, what=f"artifact directory written by cache.py (looked up with model "
+                                      f"{cli.DEFAULT_MODEL} when --model is not given)", model=None)
+    g.add_argument("--layer", type=int, default=0, help="hidden-state index (0 = embedding output; -1 = last)")
+    g.add_argument("--words", default=DEFAULT_WORDS,
                    help="'Category=word,word;Category=...' (SPEC §3 default); a Joy-vs-Sad boundary is drawn "
                         "when categories named Joy and Sad exist")
-    g = p.add_argument_group("model (default: the one recorded in the artifact's meta.json)")
-    g.add_argument("--model", default=None, help="offline key, hub id, local dir or .gguf")
-    g.add_argument("--revision", default=None, help="hub revision (default: the artifact's)")
-    g.add_argument("--tokenizer_name", default=None,
-                   help="load the tokenizer from here (default: the artifact's)")
-    g.add_argument("--trust_remote_code", action="store_true", help="allow model code from the hub (OpenELM)")
-    g.add_argument("--lora_ckpt", default=None,
-                   help="PEFT adapter to merge (default: the artifact's, if any)")
-    g.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"],
-                   help="forward-pass dtype (default: the artifact's)")
-    g.add_argument("--device", default="cpu",
-                   help="cpu, auto, cuda, cuda:N (a handful of words: cpu is fine)")
+    g = cli.add_model_args(p, from_artifact=True)
+    g.add_argument("--lora_ckpt", default=None, help="PEFT adapter to merge (default: the artifact's, if any)")
+    cli.add_device_arg(g, default="cpu", help="cpu, auto, cuda, cuda:N (a handful of words: cpu is fine)")
     g = p.add_argument_group("protocol")
     g.add_argument("--no_special_tokens", action="store_true",
                    help="tokenise words without BOS/EOS (default: as the tokenizer does for any text)")
@@ -249,12 +236,17 @@ def parse_args(argv=None):
                         "unit = unit Euclidean norm")
     g.add_argument("--rcond", type=float, default=DEFAULT_RCOND,
                    help="relative eigenvalue tolerance (SPEC §2)")
-    g = p.add_argument_group("output")
-    g.add_argument("--out_dir", default=None, help="default: {stats_dir}/alignment_vis/layer{L}")
+    g = cli.add_output_args(p, default=None, overwrite=None,
+                            help="output root: the figure goes to {output_dir}/{model}/{dataset}/{split}/"
+                                 "alignment_vis/layer{L} of the artifact (default: beside the artifact)")
+    g.add_argument("--out_dir", default=None, help="exact folder of the figure files (overrides --output_dir)")
     g.add_argument("--formats", nargs="+", default=["pdf", "png"])
     g.add_argument("--dpi", type=int, default=200)
     g.add_argument("--no_labels", action="store_true", help="do not write the words beside the points")
-    args = p.parse_args(argv)
+    cli.alias(p, "--i_layer", "--layer")
+    cli.authors_note(p, lambda a: not a.no_special_tokens, "a word's state is averaged over its own tokens here "
+                     "(BOS excluded); the authors' alignment_vis averages over the BOS token too")
+    args = cli.parse(p, argv)
     try:
         args.word_groups = parse_words(args.words)
     except ValueError as e:
@@ -266,77 +258,76 @@ def _default(value, fallback):
     return fallback if value is None else value
 
 
-def main(args) -> dict:
+def _model_of(args, meta: dict) -> dict:
+    """The model to run: ``--model`` etc., each defaulting to the artifact's record (revision, tokenizer,
+    LoRA adapter, dtype) when the model is the artifact's."""
+    minfo = meta.get("model_info") or {}
+    name = _default(args.model, meta.get("model"))
+    if not name:
+        raise ValueError("the artifact's meta.json records no model: pass --model")
+    same = args.model is None or args.model == meta.get("model")
+    tokenizer = args.tokenizer_name
+    if tokenizer is None and same and minfo.get("tokenizer") not in (None, name):
+        tokenizer = minfo["tokenizer"]
+    recorded = meta.get("dtype") if meta.get("dtype") in ("float32", "bfloat16", "float16") else "auto"
+    return {"name": name, "same": same, "revision": _default(args.revision, meta.get("revision") if same else None),
+            "tokenizer": tokenizer, "lora": _default(args.lora_ckpt, meta.get("lora_ckpt") if same else None),
+            "dtype": _default(args.dtype, recorded)}
+
+
+def _load_model(args, m: dict, d: int, n_states: int, meta: dict):
+    """(decoder, tokenizer, info, device) of ``m``, checked against the artifact's width and depth."""
     from ntps.models import load_model_and_tokenizer
     from ntps.text import decoder_of
 
-    stats_dir = Path(args.stats_dir)
-    try:
-        meta = read_meta(stats_dir)
-        n_states_meta = int(meta.get("n_states") or max(meta["layers"]) + 1)
-        layer = args.layer + n_states_meta if args.layer < 0 else args.layer
-        stats = load_stats(stats_dir, layers=[layer])
-    except ArtifactError as e:
-        sys.exit(f"alignment_vis.py: {e}")
-    minfo = meta.get("model_info") or {}
-    same_model = args.model is None
-    model_name = _default(args.model, meta.get("model"))
-    if not model_name:
-        sys.exit(f"alignment_vis.py: {stats_dir}/meta.json records no model: pass --model")
-    revision = _default(args.revision, meta.get("revision") if same_model else None)
-    tokenizer_name = args.tokenizer_name
-    if tokenizer_name is None and same_model and minfo.get("tokenizer") not in (None, model_name):
-        tokenizer_name = minfo["tokenizer"]
-    lora = _default(args.lora_ckpt, meta.get("lora_ckpt") if same_model else None)
-    dtype = _default(args.dtype, meta.get("dtype") if meta.get("dtype") in ("float32", "bfloat16", "float16")
-                     else "auto")
+    device = resolve_device(args.device)
+    model, tok, info = load_model_and_tokenizer(m["name"], revision=m["revision"], tokenizer_name=m["tokenizer"],
+                                                trust_remote_code=args.trust_remote_code, dtype=m["dtype"],
+                                                device=device, lora_ckpt=m["lora"])
+    if info["hidden_size"] != d:
+        raise ValueError(f"model {m['name']} has d = {info['hidden_size']} but the artifact was computed with "
+                         f"d = {d} (model {meta.get('model')}): pass the artifact's model")
+    if info["n_states"] != n_states:
+        raise ValueError(f"model {m['name']} has {info['n_states']} hidden states but the artifact {n_states} "
+                         f"(model {meta.get('model')}): pass the artifact's model")
+    if not m["same"]:
+        log.info(f"note: projecting states of {m['name']} on directions from {meta.get('model')}")
+    return decoder_of(model), tok, info, device
+
+
+def main(args) -> dict:
+    stats_dir = cli.locate_artifact(args.stats_dir, args.output_dir, args.model or cli.DEFAULT_MODEL, args.dataset,
+                                    args.split)
+    meta = read_meta(stats_dir)
+    n_states_meta = int(meta.get("n_states") or max(meta["layers"]) + 1)
+    layer = args.layer + n_states_meta if args.layer < 0 else args.layer
+    stats = load_stats(stats_dir, layers=[layer])
+    m = _model_of(args, meta)
     groups = args.word_groups
     words = [w for ws in groups.values() for w in ws]
-    out_dir = Path(args.out_dir or stats_dir / "alignment_vis" / f"layer{layer}")
-    log(f"[alignment_vis] artifact {stats_dir}: {meta.get('model')} on "
-        f"{meta.get('dataset')}/{meta.get('split')}, N = {stats.n_texts}, d = {stats.d}, "
-        f"C = {stats.num_classes}; layer {layer} (0 = embedding output)")
-    log(f"[alignment_vis] model {model_name}" + (f" @ {revision}" if revision else "")
-        + (f", tokenizer {tokenizer_name}" if tokenizer_name else "") + (f", LoRA {lora}" if lora else "")
-        + f", {dtype}; {len(words)} words in {len(groups)} categories; "
-        f"directions: {args.direction_scale} scale")
-
+    out_dir = Path(args.out_dir or cli.results_dir(stats_dir, meta, args.output_dir, args.stats_dir is not None)
+                   / "alignment_vis" / f"layer{layer}")
+    log.info(f"artifact {stats_dir}: {meta.get('model')} on {meta.get('dataset')}/{meta.get('split')}, "
+             f"N = {stats.n_texts}, d = {stats.d}, C = {stats.num_classes}; layer {layer} (0 = embedding output)")
+    log.info(f"model {m['name']}" + (f" @ {m['revision']}" if m["revision"] else "")
+             + (f", tokenizer {m['tokenizer']}" if m["tokenizer"] else "")
+             + (f", LoRA {m['lora']}" if m["lora"] else "")
+             + f", {m['dtype']}; {len(words)} words in {len(groups)} categories; "
+             f"directions: {args.direction_scale} scale")
     try:
-        dirs = top_directions(stats.layers[layer], stats.n_texts, rcond=args.rcond,
-                              scale=args.direction_scale)
+        dirs = top_directions(stats.layers[layer], stats.n_texts, rcond=args.rcond, scale=args.direction_scale)
     except ValueError as e:
-        sys.exit(f"alignment_vis.py: layer {layer}: {e}")
+        raise ValueError(f"layer {layer}: {e}") from e
     if dirs["padded"]:
-        log(f"[alignment_vis] WARNING: label rank {dirs['label_rank']} < 2: only one U direction carries "
-            "label information; the second U coordinate is the top null-space direction "
-            "(λ = 0, largest Σ-variance)")
+        log.warning(f"WARNING: label rank {dirs['label_rank']} < 2: only one U direction carries label "
+                    "information; the second U coordinate is the top null-space direction (λ = 0, largest "
+                    "Σ-variance)")
+    net, tok, info, device = _load_model(args, m, stats.d, n_states_meta, meta)
+    H, tokens = word_states(net, tok, words, layer, info["n_states"], device,
+                            add_special_tokens=not args.no_special_tokens, leading_space=args.leading_space,
+                            allow_unk=args.allow_unk)
 
-    device = resolve_device(args.device)
-    model, tok, info = load_model_and_tokenizer(model_name, revision=revision, tokenizer_name=tokenizer_name,
-                                                trust_remote_code=args.trust_remote_code, dtype=dtype,
-                                                device=device, lora_ckpt=lora)
-    if info["hidden_size"] != stats.d:
-        sys.exit(f"alignment_vis.py: model {model_name} has d = {info['hidden_size']} but the artifact was "
-                 f"computed with d = {stats.d} (model {meta.get('model')}): pass the artifact's model")
-    if info["n_states"] != n_states_meta:
-        sys.exit(f"alignment_vis.py: model {model_name} has {info['n_states']} hidden states but the "
-                 f"artifact {n_states_meta} (model {meta.get('model')}): pass the artifact's model")
-    if not same_model and model_name != meta.get("model"):
-        log(f"[alignment_vis] note: projecting states of {model_name} on directions from {meta.get('model')}")
-    try:
-        H, tokens = word_states(decoder_of(model), tok, words, layer, info["n_states"], device,
-                                add_special_tokens=not args.no_special_tokens,
-                                leading_space=args.leading_space, allow_unk=args.allow_unk)
-    except ValueError as e:
-        sys.exit(f"alignment_vis.py: {e}")
-
-    proj = {space: H @ dirs[space] for space in ("U", "V")}  # (n_words, 2)
-    index = {w: i for i, w in enumerate(words)}
-    points = {space: {cat: [[[float(P[index[w], 0]), float(P[index[w], 1])]] for w in ws]
-                      for cat, ws in groups.items()} for space, P in proj.items()}
-    rows = [{"space": space, "category": cat, "word": w, "x": repr(float(proj[space][index[w], 0])),
-             "y": repr(float(proj[space][index[w], 1]))} for space in ("U", "V") for cat, ws in groups.items()
-            for w in ws]
+    points, rows = projections(H, dirs, groups)
     record = {
         **points,
         "words": groups,
@@ -346,7 +337,7 @@ def main(args) -> dict:
             "figure": "fig1", "layer": layer, "stats_dir": str(stats_dir),
             "artifact": {k: meta.get(k) for k in ("model", "dataset", "split", "n_texts", "d", "num_classes",
                                                   "fingerprint")},
-            "model": model_name, "model_info": info,
+            "model": m["name"], "model_info": info,
             "protocol": {"order": "descending", "direction_scale": args.direction_scale,
                          "sums_divided_by": "N", "special_tokens": not args.no_special_tokens,
                          "leading_space": args.leading_space,
@@ -373,6 +364,25 @@ def main(args) -> dict:
                               for space, s in summary.items()}
     write_json(json_path, record)
 
+    _print_summary(layer, meta, dirs, summary)
+    print(f"wrote {json_path}, {csv_path} and the figure in {out_dir}")
+    return record
+
+
+def projections(H: np.ndarray, dirs: dict, groups: dict[str, list[str]]) -> tuple[dict, list[dict]]:
+    """The words' (n_words, d) states ``H`` on the two U and V directions: ``{"U"|"V": {category:
+    [[[x, y]], ...]}}`` (the authors' nesting, words in the given order) and the CSV rows."""
+    proj = {space: H @ dirs[space] for space in ("U", "V")}  # (n_words, 2)
+    index = {w: i for i, w in enumerate(w for ws in groups.values() for w in ws)}
+    points = {space: {cat: [[[float(P[index[w], 0]), float(P[index[w], 1])]] for w in ws]
+                      for cat, ws in groups.items()} for space, P in proj.items()}
+    rows = [{"space": space, "category": cat, "word": w, "x": repr(float(proj[space][index[w], 0])),
+             "y": repr(float(proj[space][index[w], 1]))} for space in ("U", "V") for cat, ws in groups.items()
+            for w in ws]
+    return points, rows
+
+
+def _print_summary(layer: int, meta: dict, dirs: dict, summary: dict) -> None:
     print(f"\nalignment_vis: layer {layer} of {meta.get('model')} on "
           f"{meta.get('dataset')}/{meta.get('split')} (label rank {dirs['label_rank']}"
           f"{', U padded with a null direction' if dirs['padded'] else ''})")
@@ -382,9 +392,7 @@ def main(args) -> dict:
             "no Joy/Sad categories: no boundary"
         vals = ", ".join(f"{v:.4g}" for v in dirs[f"values_{space}"])
         print(f"  {space}: top-2 eigenvalues {vals}; {sep}")
-    print(f"wrote {json_path}, {csv_path} and the figure in {out_dir}")
-    return record
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    cli.run(main, parse_args, "alignment_vis.py")

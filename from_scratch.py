@@ -12,23 +12,21 @@ Examples:
 
 from __future__ import annotations
 
-import argparse
-
-from ntps.cli import HelpFormatter, run
-from ntps.training import add_training_args, train
+from ntps import cli
+from ntps.training import TrainConfig, add_training_args, train
 
 MODE = "scratch"
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = cli.parser("from_scratch.py", __doc__)
     add_training_args(p, MODE)
-    return p.parse_args(argv)
+    return cli.parse(p, argv)
 
 
 def main(args) -> dict:
-    return train(args, MODE, prog="from_scratch.py")
+    return train(TrainConfig.from_args(args, MODE))
 
 
 if __name__ == "__main__":
-    run(main, parse_args, "from_scratch.py")
+    cli.run(main, parse_args, "from_scratch.py")

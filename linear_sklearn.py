@@ -19,34 +19,36 @@ Examples:
 
 from __future__ import annotations
 
-import argparse
 import csv
-import sys
+import logging
 import time
 from pathlib import Path
 
-from ntps.cli import DEFAULT_DATASET, DEFAULT_MODEL, DEFAULT_OUTPUT_DIR, HelpFormatter, parse_int_list, run
-from ntps.io import atomic_path, environment_info, slugify, write_json
+from ntps import cli
+from ntps.cli import parse_int_list
+from ntps.io import atomic_path, environment_info, write_json
 from ntps.probes import LR_KWARGS, load_features, ls_mse_from_stats, sklearn_probes
 
 COLUMNS = ["layer", "split", "acc", "log_loss", "mse"]
+log = logging.getLogger(__name__)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    default_dir = Path(DEFAULT_OUTPUT_DIR) / slugify(DEFAULT_MODEL) / slugify(DEFAULT_DATASET) / "train"
-    p.add_argument("--features_dir", default=str(default_dir),
-                   help="cache.py --save_features directory of the train split")
-    p.add_argument("--test_features_dir", default=None,
+    p = cli.parser("linear_sklearn.py", __doc__)
+    g = cli.add_artifact_args(p, "--features_dir", title="the features (cache.py --save_features)",
+                              what="cache.py --save_features directory of the train split",
+                              model="model of the features")
+    g.add_argument("--test_features_dir", default=None,
                    help="directory of the test-split features (default: the sibling 'test' directory if it "
                         "exists); 'none' = in-sample only")
-    p.add_argument("--layers", default="all",
-                   help="hidden-state indices among the saved ones: 'all', '0,6,-1'")
-    p.add_argument("--pooling", choices=["mean", "last"], default="mean",
+    g = p.add_argument_group("probes")
+    cli.add_layers_arg(g, help="hidden-state indices among the saved ones (0 = embedding output): 'all', '0,6,-1'")
+    g.add_argument("--pooling", choices=["mean", "last"], default="mean",
                    help="mean-pooled (the paper) or last-token features")
-    p.add_argument("--seed", type=int, default=0, help="random_state of the saga solver")
-    p.add_argument("--output_dir", default=None, help="where to write (default: --features_dir)")
-    return p.parse_args(argv)
+    g.add_argument("--solver_seed", type=int, default=0, help="random_state of the saga solver")
+    cli.add_output_args(p, default=None, help="output root: results go to {output_dir}/{model}/{dataset}/{split} "
+                        "of the features (default: beside the train features)", overwrite=None)
+    return cli.parse(p, argv)
 
 
 def _select_layers(spec: str, available: list[int]) -> list[int]:
@@ -64,55 +66,52 @@ def _select_layers(spec: str, available: list[int]) -> list[int]:
 
 def main(args) -> dict:
     t0 = time.perf_counter()
-    train_dir = Path(args.features_dir)
+    train_dir = cli.locate_artifact(args.features_dir, args.output_dir, args.model, args.dataset, args.split)
     if args.test_features_dir is None:
         test_dir = train_dir.parent / "test"
         test_dir = test_dir if (test_dir / "labels.npy").is_file() else None
     else:
         test_dir = None if str(args.test_features_dir).lower() == "none" else Path(args.test_features_dir)
-    try:
-        feats, labels, meta = load_features(train_dir, args.pooling)
-        test = load_features(test_dir, args.pooling) if test_dir is not None else None
-        layers = _select_layers(args.layers, list(meta["layers"]))
-    except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"linear_sklearn.py: {e}") from e
+    feats, labels, meta = load_features(train_dir, args.pooling)
+    test = load_features(test_dir, args.pooling) if test_dir is not None else None
+    layers = _select_layers(args.layers, list(meta["layers"]))
     C = int(meta["num_classes"])
     if test is not None:
         t_feats, t_labels, t_meta = test
         if list(t_meta["layers"]) != list(meta["layers"]) or t_feats.shape[2] != feats.shape[2] \
                 or int(t_meta["num_classes"]) != C:
-            raise SystemExit(f"linear_sklearn.py: {test_dir} does not match {train_dir} (layers, d or "
-                             "classes differ); recompute both with the same cache.py settings")
-    print(f"[linear_sklearn] {meta.get('model')} on {meta.get('dataset')}: N={len(labels)} train"
-          + (f", {len(test[1])} test" if test else " (no test features: in-sample only)")
-          + f", d={feats.shape[2]}, C={C}, {len(layers)} layers, {args.pooling} pooling", file=sys.stderr)
+            raise ValueError(f"{test_dir} does not match {train_dir} (layers, d or classes differ); recompute "
+                             "both with the same cache.py settings")
+    log.info(f"{meta.get('model')} on {meta.get('dataset')}: N={len(labels)} train"
+             + (f", {len(test[1])} test" if test else " (no test features: in-sample only)")
+             + f", d={feats.shape[2]}, C={C}, {len(layers)} layers, {args.pooling} pooling")
 
     rows = []
     for layer in layers:
         i = list(meta["layers"]).index(layer)
         kw = {"X_test": test[0][i], "y_test": test[1]} if test else {}
-        res = sklearn_probes(feats[i], labels, C, seed=args.seed, **kw)
+        res = sklearn_probes(feats[i], labels, C, seed=args.solver_seed, **kw)
         for split, r in res.items():
             rows.append({"layer": layer, "split": split, **r})
         shown = "  ".join(f"{s}: acc {r['acc']:.4f} log-loss {r['log_loss']:.4f} mse {r['mse']:.5f}"
                           for s, r in res.items())
-        print(f"  layer {layer:>3}  {shown}", file=sys.stderr)
+        log.info(f"layer {layer:>3}  {shown}")
 
     closed_form = None
     if (train_dir / "stats.safetensors").is_file():
         try:
             closed_form = {str(k): v for k, v in ls_mse_from_stats(train_dir, layers).items()}
         except (ValueError, KeyError) as e:  # an older or partial artifact: the probes stand alone
-            print(f"[linear_sklearn] closed-form MSE skipped: {e}", file=sys.stderr)
+            log.warning(f"closed-form MSE skipped: {e}")
 
-    out_dir = Path(args.output_dir or train_dir)
+    out_dir = cli.results_dir(train_dir, meta, args.output_dir, explicit=args.features_dir is not None)
     stem = "probes_sklearn" if args.pooling == "mean" else f"probes_sklearn_{args.pooling}"
     with atomic_path(out_dir / f"{stem}.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
         w.writerows(rows)
     result = {
-        "settings": {"pooling": args.pooling, "layers": layers, "seed": args.seed,
+        "settings": {"pooling": args.pooling, "layers": layers, "seed": args.solver_seed,
                      "logistic_regression": LR_KWARGS, "scaler": "StandardScaler",
                      "mse": "LinearRegression on one-hot labels, mean over samples and classes",
                      "protocol": "fit on train; 'train' rows in-sample (paper), 'test' rows held out"},
@@ -124,10 +123,9 @@ def main(args) -> dict:
         "seconds": round(time.perf_counter() - t0, 2), "environment": environment_info(),
     }
     write_json(out_dir / f"{stem}.json", result)
-    print(f"[linear_sklearn] wrote {out_dir / (stem + '.csv')} and .json in {result['seconds']:.1f}s",
-          file=sys.stderr)
+    log.info(f"wrote {out_dir / (stem + '.csv')} and .json in {result['seconds']:.1f}s")
     return result
 
 
 if __name__ == "__main__":
-    run(main, parse_args, "linear_sklearn.py")
+    cli.run(main, parse_args, "linear_sklearn.py")

@@ -12,23 +12,21 @@ Examples:
 
 from __future__ import annotations
 
-import argparse
-
-from ntps.cli import HelpFormatter, run
-from ntps.training import add_training_args, train
+from ntps import cli
+from ntps.training import TrainConfig, add_training_args, train
 
 MODE = "linear"
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = cli.parser("linear_training.py", __doc__)
     add_training_args(p, MODE)
-    return p.parse_args(argv)
+    return cli.parse(p, argv)
 
 
 def main(args) -> dict:
-    return train(args, MODE, prog="linear_training.py")
+    return train(TrainConfig.from_args(args, MODE))
 
 
 if __name__ == "__main__":
-    run(main, parse_args, "linear_training.py")
+    cli.run(main, parse_args, "linear_training.py")

@@ -10,29 +10,27 @@ into ``outputs/{model}/{dataset}/lora/``; NTPS after LoRA:
 Examples:
     python lora_finetuning.py                                        # smollm2-135m on vader-movies
     python lora_finetuning.py --max_steps 300 --batch_size 8 --max_length 64   # a CPU-sized run
-    python lora_finetuning.py --model Qwen/Qwen2-0.5B --dataset sst2 --device cuda --start_layer 12
+    python lora_finetuning.py --model Qwen/Qwen2-0.5B --dataset sst2 --device cuda --lora_start_block 12
     python lora_finetuning.py --resume_from_checkpoint latest        # continue an interrupted run
 """
 
 from __future__ import annotations
 
-import argparse
-
-from ntps.cli import HelpFormatter, run
-from ntps.training import add_training_args, train
+from ntps import cli
+from ntps.training import TrainConfig, add_training_args, train
 
 MODE = "lora"
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = cli.parser("lora_finetuning.py", __doc__)
     add_training_args(p, MODE)
-    return p.parse_args(argv)
+    return cli.parse(p, argv)
 
 
 def main(args) -> dict:
-    return train(args, MODE, prog="lora_finetuning.py")
+    return train(TrainConfig.from_args(args, MODE))
 
 
 if __name__ == "__main__":
-    run(main, parse_args, "lora_finetuning.py")
+    cli.run(main, parse_args, "lora_finetuning.py")

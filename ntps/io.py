@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -13,6 +14,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def slugify(name: str) -> str:
@@ -72,17 +75,23 @@ def write_csv(path: str | os.PathLike, rows: list[dict], columns: list[str]) -> 
         w.writerows(rows)
 
 
-def previous_result(json_path: Path, csv_path: Path, settings: dict, overwrite: bool, script: str) -> dict | None:
-    """The saved result when it was computed with ``settings`` (rerun = no-op), None when there is
-    none or ``overwrite``; SystemExit when results of other settings would be replaced silently."""
+class OutputExistsError(FileExistsError):
+    """Results of other settings lie where a run would write; the message names the flag to pass
+    (``--overwrite``, or another ``--output_dir``)."""
+
+
+def previous_result(json_path: Path, csv_path: Path, settings: dict, overwrite: bool, script: str = "") -> dict | None:
+    """The saved result when it was computed with ``settings`` (rerun = no-op, logged), None when there is
+    none or ``overwrite``. Raises :class:`OutputExistsError` when results of other settings would be
+    replaced silently. (``script`` is unused, kept for callers.)"""
     if overwrite or not (Path(json_path).exists() and Path(csv_path).exists()):
         return None
     previous = read_json(json_path)
     if previous.get("settings") == settings:
-        print(f"[{script}] up to date: {json_path} (pass --overwrite to recompute)")
+        log.info(f"up to date: {json_path} (pass --overwrite to recompute)")
         return previous
-    raise SystemExit(f"{script}: {json_path} exists with other settings or statistics "
-                     f"({previous.get('settings')}); pass --overwrite to replace it")
+    raise OutputExistsError(f"{json_path} exists with other settings or statistics "
+                            f"({previous.get('settings')}); pass --overwrite to replace it")
 
 
 def read_json(path: str | os.PathLike):

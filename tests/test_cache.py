@@ -18,6 +18,7 @@ import cache
 import K_sweep
 from ntps.accumulate import NonFiniteHiddenStates, StatsAccumulator
 from ntps.artifacts import load_stats
+from ntps.io import OutputExistsError
 from ntps.text import decoder_of, length_sorted_shards, tokenize
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,7 +211,7 @@ def test_resume_after_interruption_gives_identical_totals(tiny_dirs, tmp_path, m
         for k in KEYS:
             assert torch.equal(getattr(resumed.layers[layer], k), getattr(full.layers[layer], k))
     # another configuration refuses to mix with these results unless --overwrite
-    with pytest.raises(SystemExit, match="overwrite"):
+    with pytest.raises(OutputExistsError, match="overwrite"):
         run_cache(tiny_dirs["llama"], tmp_path / "cut", "--max_samples", "12")
     assert load_stats(run_cache(tiny_dirs["llama"], tmp_path / "cut", "--max_samples", "12",
                                 "--overwrite")).n_texts == 12

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -10,7 +11,8 @@ from naive import naive_ntps
 from test_score import random_stats
 
 import K_sweep
-from ntps.artifacts import LayerSums, Stats, load_stats, save_stats
+from ntps.artifacts import ArtifactError, LayerSums, Stats, load_stats, save_stats
+from ntps.io import OutputExistsError
 
 
 def make_artifact(path, n_layers=3, d=16, C=3, N=300, seed=0):
@@ -50,12 +52,13 @@ def test_writes_json_and_csv_matching_the_naive_formula(tmp_path, capsys):
     assert "largest margin over chance" in capsys.readouterr().out
 
 
-def test_rerun_is_up_to_date_and_other_settings_refuse_without_overwrite(tmp_path, capsys):
+def test_rerun_is_up_to_date_and_other_settings_refuse_without_overwrite(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     make_artifact(tmp_path)
     run(["--stats_dir", str(tmp_path), "--layers", "0,2"])
     run(["--stats_dir", str(tmp_path), "--layers", "0,2"])
-    assert "up to date" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="overwrite"):
+    assert "up to date" in caplog.text
+    with pytest.raises(OutputExistsError, match="overwrite"):
         run(["--stats_dir", str(tmp_path), "--layers", "1"])
     res = run(["--stats_dir", str(tmp_path), "--layers", "1", "--overwrite"])
     assert {r["layer"] for r in res["rows"]} == {1}
@@ -71,18 +74,18 @@ def test_whitened_variant_absolute_k_and_ascending(tmp_path):
 
 
 def test_missing_truncated_and_mismatched_artifacts_give_clear_errors(tmp_path):
-    with pytest.raises(SystemExit, match="cache.py"):
+    with pytest.raises(ArtifactError, match="cache.py"):
         run(["--stats_dir", str(tmp_path / "nope")])
     make_artifact(tmp_path / "a")
     stats_file = tmp_path / "a" / "stats.safetensors"
     data = stats_file.read_bytes()
     stats_file.write_bytes(data[: len(data) // 2])
-    with pytest.raises(SystemExit, match="truncated|corrupt"):
+    with pytest.raises(ArtifactError, match="truncated|corrupt"):
         run(["--stats_dir", str(tmp_path / "a")])
     make_artifact(tmp_path / "b")
     make_artifact(tmp_path / "c", d=12)
     (tmp_path / "b" / "stats.safetensors").write_bytes((tmp_path / "c" / "stats.safetensors").read_bytes())
-    with pytest.raises(SystemExit, match="does not belong"):
+    with pytest.raises(ArtifactError, match="does not belong"):
         run(["--stats_dir", str(tmp_path / "b")])
     with pytest.raises(ValueError, match="out of range"):
         run(["--stats_dir", str(tmp_path / "c"), "--layers", "7"])

@@ -150,18 +150,18 @@ def test_bad_feature_directories_give_clear_errors(tmp_path):
     X, y = toy(N=40, d=4, C=2)
     d = tmp_path / "train"
     write_features(d, X[None], y, 2)
-    with pytest.raises(SystemExit, match="not saved"):
+    with pytest.raises(ValueError, match="not saved"):
         linear_sklearn.main(linear_sklearn.parse_args(["--features_dir", str(d), "--layers", "3"]))
     (d / "features_mean.npy").unlink()
-    with pytest.raises(SystemExit, match=r"features_mean\.npy is missing.*--save_features"):
+    with pytest.raises(FileNotFoundError, match=r"features_mean\.npy is missing.*--save_features"):
         linear_sklearn.main(linear_sklearn.parse_args(["--features_dir", str(d)]))
-    with pytest.raises(SystemExit, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         linear_sklearn.main(linear_sklearn.parse_args(["--features_dir", str(tmp_path / "nope")]))
     bad = tmp_path / "bad"
     write_features(bad, X[None], y + 1, 2)  # labels 1..2 with num_classes 2
     with pytest.raises(ValueError, match=r"0\.\.1"):
         load_features(bad)
-    with pytest.raises(SystemExit, match=r"0\.\.1"):
+    with pytest.raises(ValueError, match=r"0\.\.1"):
         linear_sklearn.main(linear_sklearn.parse_args(["--features_dir", str(bad)]))
     short = tmp_path / "short"
     write_features(short, X[None], y, 2)

@@ -28,6 +28,7 @@ import linear_training  # noqa: E402
 import lora_finetuning  # noqa: E402
 import ntps_lora  # noqa: E402
 from ntps import training  # noqa: E402
+from ntps.io import OutputExistsError, run_dir  # noqa: E402
 from ntps.models import load_model_and_tokenizer  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -171,9 +172,11 @@ def test_adafactor_has_the_papers_settings():
 
 
 def test_linear_training_end_to_end_trains_only_the_head(tiny_lm, tmp_path, spy):
-    out = tmp_path / "linear"
+    root = tmp_path / "linear"
     run = ("--epochs", "2", "--lr", "1e-2")
-    res = linear_training.main(linear_training.parse_args(argv(tiny_lm, out, *run)))
+    res = linear_training.main(linear_training.parse_args(argv(tiny_lm, root, *run)))
+    out = Path(res["output_dir"])  # --output_dir is the root: {root}/{model}/{dataset}/linear
+    assert out == run_dir(root, str(tiny_lm), res["dataset"], "linear")
     assert res["steps"] == 2 * 7 and res["mode"] == "linear"  # 28 train texts, batch 4
     assert 0.0 <= res["test_accuracy"] <= 1.0 and res["n_test"] == 12
     assert {"balanced_accuracy", "wall_time_s", "config", "environment"} <= set(res)
@@ -186,10 +189,10 @@ def test_linear_training_end_to_end_trains_only_the_head(tiny_lm, tmp_path, spy)
     head = load_file(str(out / "head.safetensors"))
     assert head["weight"].shape == (2, 32)
     # a rerun with the same settings is up to date; other settings need --overwrite
-    again = linear_training.main(linear_training.parse_args(argv(tiny_lm, out, *run)))
+    again = linear_training.main(linear_training.parse_args(argv(tiny_lm, root, *run)))
     assert again["reused"] and again["test_accuracy"] == res["test_accuracy"]
-    with pytest.raises(SystemExit, match="overwrite"):
-        linear_training.main(linear_training.parse_args(argv(tiny_lm, out, "--epochs", "3")))
+    with pytest.raises(OutputExistsError, match="overwrite"):
+        linear_training.main(linear_training.parse_args(argv(tiny_lm, root, "--epochs", "3")))
 
 
 def test_linear_probe_on_cached_features_equals_the_forward_pass_run(tiny_lm, tmp_path):
@@ -208,17 +211,17 @@ def test_linear_probe_on_cached_features_equals_the_forward_pass_run(tiny_lm, tm
     assert cached["n_train"] == direct["n_train"] == 28 and cached["n_test"] == direct["n_test"] == 12
     assert cached["test_loss"] == pytest.approx(direct["test_loss"], rel=1e-5)
     assert cached["test_accuracy"] == direct["test_accuracy"]
-    a, b = (load_file(str(tmp_path / d / "head.safetensors")) for d in ("direct", "cached"))
+    a, b = (load_file(str(Path(r["output_dir"]) / "head.safetensors")) for r in (direct, cached))
     torch.testing.assert_close(a["weight"], b["weight"], rtol=1e-4, atol=1e-5)
     # features of another model, another max_length, or without the test split: clear errors
     feats = ("--features_dir", str(dirs["train"]), "--test_features_dir", str(dirs["test"]))
-    with pytest.raises(SystemExit, match="not --model"):
+    with pytest.raises(ValueError, match="not --model"):
         linear_training.main(linear_training.parse_args(
             ["--model", "smollm2-135m", "--output_dir", str(tmp_path / "m"), "--max_length", "32", *feats]))
-    with pytest.raises(SystemExit, match="--max_length 32"):
+    with pytest.raises(ValueError, match="--max_length 32"):
         linear_training.main(linear_training.parse_args(
             argv(tiny_lm, tmp_path / "l", *feats, "--max_length", "64")))  # the last flag wins
-    with pytest.raises(SystemExit, match="test_features_dir"):
+    with pytest.raises(ValueError, match="test_features_dir"):
         linear_training.main(linear_training.parse_args(
             argv(tiny_lm, tmp_path / "t", "--features_dir", str(dirs["train"]))))
 
@@ -228,21 +231,22 @@ def test_gradient_accumulation_gives_the_same_step(tiny_lm, tmp_path):
     a = linear_training.main(linear_training.parse_args(argv(tiny_lm, tmp_path / "a", *common)))
     b = linear_training.main(linear_training.parse_args(
         argv(tiny_lm, tmp_path / "b", *common, "--gradient_accumulation_steps", "2")))
-    wa, wb = load_file(str(tmp_path / "a/head.safetensors")), load_file(str(tmp_path / "b/head.safetensors"))
+    wa, wb = (load_file(str(Path(r["output_dir"]) / "head.safetensors")) for r in (a, b))
     torch.testing.assert_close(wa["weight"], wb["weight"], rtol=1e-5, atol=1e-6)
     assert a["test_accuracy"] == b["test_accuracy"]
 
 
 def test_lora_changes_only_adapter_and_head_and_the_adapter_merges(tiny_lm, tmp_path, spy):
-    out = tmp_path / "lora"
     res = lora_finetuning.main(lora_finetuning.parse_args(argv(
-        tiny_lm, out, "--max_steps", "4", "--lr", "1e-2", "--start_layer", "1", "--dataset", str(TOPICS))))
+        tiny_lm, tmp_path / "lora", "--max_steps", "4", "--lr", "1e-2", "--lora_start_block", "1", "--dataset",
+        str(TOPICS))))
+    out = Path(res["output_dir"])
     assert res["num_classes"] == 3 and res["steps"] == 4 and res["model_info"]["lora"]["r"] == 32
     diff = changed(spy)
     assert diff and all("lora_" in n or n.startswith("head.") for n in diff), diff
     assert {"head.weight", "head.bias"} <= diff and any("lora_B" in n for n in diff)
     lora_names = [n for n in spy["before"] if "lora_" in n]
-    assert lora_names and all(".layers.1." in n for n in lora_names)  # --start_layer 1: block 1 only
+    assert lora_names and all(".layers.1." in n for n in lora_names)  # --lora_start_block 1: block 1 only
     assert sorted(res["model_info"]["lora"]["target_modules"]) == ["k_proj", "q_proj", "v_proj"]
     assert (out / "adapter" / "adapter_config.json").is_file() and (out / "head.safetensors").is_file()
     # cache.py --lora_ckpt path: the adapter merges into the causal LM and changes only q/k/v of block 1
@@ -255,9 +259,9 @@ def test_lora_changes_only_adapter_and_head_and_the_adapter_merges(tiny_lm, tmp_
 
 
 def test_from_scratch_trains_every_weight_from_a_random_init(tiny_lm, tmp_path, spy):
-    out = tmp_path / "scratch"
-    res = from_scratch.main(from_scratch.parse_args(argv(tiny_lm, out, "--max_steps", "3", "--lr", "1e-2",
-                                                         "--optimizer", "adamw")))
+    res = from_scratch.main(from_scratch.parse_args(argv(tiny_lm, tmp_path / "scratch", "--max_steps", "3", "--lr",
+                                                         "1e-2", "--optimizer", "adamw")))
+    out = Path(res["output_dir"])
     assert res["trainable_parameters"] == res["total_parameters"]
     params = {n for n, _ in spy["clf"].named_parameters()}
     assert params <= changed(spy)
@@ -273,13 +277,14 @@ def test_resumed_run_ends_with_the_same_weights(tiny_lm, tmp_path):
     part = lora_finetuning.main(lora_finetuning.parse_args(
         argv(tiny_lm, tmp_path / "b", *common, "--stop_after_steps", "3")))
     assert part["status"] == "stopped" and part["steps"] == 3
-    ckpt = tmp_path / "b" / training.CHECKPOINT_DIR / "step-0000003"
+    a, b = Path(straight["output_dir"]), Path(part["output_dir"])
+    ckpt = b / training.CHECKPOINT_DIR / "step-0000003"
     files = {p.name for p in ckpt.iterdir()}
     assert files == {"trainable.safetensors", "training_state.pt", "trainer_state.json"}
     torch.load(ckpt / "training_state.pt", weights_only=True)  # tensors and plain values only
-    with pytest.raises(SystemExit, match="resume_from_checkpoint"):
+    with pytest.raises(OutputExistsError, match="resume_from_checkpoint"):
         lora_finetuning.main(lora_finetuning.parse_args(argv(tiny_lm, tmp_path / "b", *common)))
-    with pytest.raises(SystemExit, match="other settings"):
+    with pytest.raises(ValueError, match="other settings"):
         lora_finetuning.main(lora_finetuning.parse_args(
             argv(tiny_lm, tmp_path / "b", "--max_steps", "7", "--lr", "1e-2",
                  "--resume_from_checkpoint", "latest")))
@@ -287,26 +292,26 @@ def test_resumed_run_ends_with_the_same_weights(tiny_lm, tmp_path):
         argv(tiny_lm, tmp_path / "b", *common, "--resume_from_checkpoint", "latest")))
     assert resumed["resumed_from"].endswith("step-0000003") and resumed["steps"] == 6
     for f in ("head.safetensors", "adapter/adapter_model.safetensors"):
-        a, b = load_file(str(tmp_path / "a" / f)), load_file(str(tmp_path / "b" / f))
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f
+        wa, wb = load_file(str(a / f)), load_file(str(b / f))
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), f
     assert resumed["test_accuracy"] == straight["test_accuracy"]
-    steps = [json.loads(x)["step"] for x in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
-    steps_a = [json.loads(x)["step"] for x in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    steps = [json.loads(x)["step"] for x in (b / "log.jsonl").read_text().splitlines()]
+    steps_a = [json.loads(x)["step"] for x in (a / "log.jsonl").read_text().splitlines()]
     assert steps == steps_a  # the resumed log holds each entry once
 
 
 def test_bad_inputs_give_clear_errors(tiny_lm, tmp_path):
-    with pytest.raises(SystemExit, match="unknown dataset"):
+    with pytest.raises(KeyError, match="unknown dataset"):
         linear_training.main(linear_training.parse_args(
             argv(tiny_lm, tmp_path / "x", dataset="no-such-dataset")))
     bad = tmp_path / "bad.csv"
     bad.write_text("text,label\n" + "".join(f"text number {i},{1 + i % 2}\n" for i in range(20)))
-    with pytest.raises(SystemExit, match=r"0\.\.C-1|0\.\.1|labels"):
+    with pytest.raises(ValueError, match=r"0\.\.C-1|0\.\.1|labels"):
         linear_training.main(linear_training.parse_args(argv(tiny_lm, tmp_path / "y", dataset=bad)))
-    with pytest.raises(SystemExit, match="gradient_accumulation_steps"):
+    with pytest.raises(ValueError, match="gradient_accumulation_steps"):
         linear_training.main(linear_training.parse_args(
             argv(tiny_lm, tmp_path / "z", "--gradient_accumulation_steps", "3")))
-    with pytest.raises(SystemExit, match="no checkpoint"):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
         lora_finetuning.main(lora_finetuning.parse_args(
             argv(tiny_lm, tmp_path / "w", "--max_steps", "2", "--resume_from_checkpoint", "latest")))
 
