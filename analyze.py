@@ -32,7 +32,6 @@ candidate per model -- they published only the selected values -- so only (a) an
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from pathlib import Path
@@ -40,12 +39,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ntps import analysis
-from ntps.cli import DEFAULT_OUTPUT_DIR, HelpFormatter, run
+from ntps import analysis, cli
 from ntps.io import atomic_path, environment_info, slugify, write_json
 from ntps.report import fmt, markdown_table
 
-log = logging.getLogger("analyze")
+log = logging.getLogger(__name__)
 
 DEFAULT_METRICS = list(analysis.FIGURE_METRICS.values())
 RANKING_COLUMNS = ["model", "metric", "score", "n_datasets", "n_candidates", "lodo_r", "r_argmax", "perm_p",
@@ -58,13 +56,12 @@ SHOWN = [("score", "s"), ("n_datasets", "d"), ("n_candidates", "d"), ("lodo_r", 
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = cli.parser("analyze.py", __doc__)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--csv", type=Path, default=None,
                      help="long table from collect.py (default: {output_dir}/collected.csv)")
     src.add_argument("--input", type=Path, default=None, help="the authors' figure JSON (fig2_1/fig2_2/fig3)")
-    p.add_argument("--output_dir", type=Path, default=Path(DEFAULT_OUTPUT_DIR),
-                   help="output root; results go to {output_dir}/analysis/")
+    cli.add_output_args(p, help="output root; results go to {output_dir}/analysis/", overwrite=None)
     p.add_argument("--metric", nargs="+", default=None,
                    help=f"metric column(s); default: those of {DEFAULT_METRICS} present with data")
     p.add_argument("--score", nargs="+", default=None, help="only these scores (names of collect.py); default all")
@@ -74,9 +71,9 @@ def parse_args(argv=None):
     p.add_argument("--unique_only", action="store_true",
                    help="only candidates whose subspaces are uniquely defined (SPEC §2.0)")
     p.add_argument("--n_perm", type=int, default=1000, help="permutations of the selection-aware tests")
-    p.add_argument("--seed", type=int, default=0, help="seed of the permutations")
+    p.add_argument("--perm_seed", type=int, default=0, help="seed of the permutations")
     p.add_argument("--no_plots", action="store_true", help="skip the heat maps")
-    return p.parse_args(argv)
+    return cli.parse(p, argv)
 
 
 def load(args) -> tuple[pd.DataFrame, str]:
@@ -84,7 +81,7 @@ def load(args) -> tuple[pd.DataFrame, str]:
     if args.input is not None:
         table, source = analysis.paper_table(args.input), "paper"
     else:
-        table, source = pd.read_csv(args.csv or args.output_dir / "collected.csv"), "csv"
+        table, source = pd.read_csv(args.csv or Path(args.output_dir) / "collected.csv"), "csv"
     if args.models:
         table = table[table["model"].isin(args.models)]
     if args.score:
@@ -121,13 +118,13 @@ def evaluate(table: pd.DataFrame, metric: str, sign: int, args, say) -> list[dic
         for score, part in rows.groupby("score", sort=True):
             try:
                 grid = analysis.build_grid(part, metric)
-                res = analysis.analyze_grid(grid, sign=sign, n_perm=args.n_perm, seed=args.seed)
+                res = analysis.analyze_grid(grid, sign=sign, n_perm=args.n_perm, seed=args.perm_seed)
             except ValueError as e:
                 grid, res = None, {"model": model, "score": score, "metric": metric, "error": str(e)}
             if "error" in res:
                 say(f"{model}/{metric}/{score}: {res['error']}")
             elif not args.no_plots and grid.n_candidates > 1 and np.isfinite(grid.chance).any():
-                plot_heatmap(grid, res, args.output_dir / "analysis")
+                plot_heatmap(grid, res, Path(args.output_dir) / "analysis")
             results.append(res)
     return results
 
@@ -193,7 +190,7 @@ def main(args) -> dict:
     t0 = time.perf_counter()
     table, source = load(args)
     metrics = metrics_of(args, table)
-    out_dir = args.output_dir / "analysis"
+    out_dir = Path(args.output_dir) / "analysis"
     out_dir.mkdir(parents=True, exist_ok=True)
     messages = []
 
@@ -221,10 +218,10 @@ def main(args) -> dict:
     with atomic_path(out_dir / "ranking.md") as tmp:
         tmp.write_text(md + "\n")
     write_json(out_dir / "analysis.json", {
-        "source": str(args.input or args.csv or args.output_dir / "collected.csv"),
+        "source": str(args.input or args.csv or Path(args.output_dir) / "collected.csv"),
         "settings": {"metrics": metrics, "scores": args.score, "models": args.models, "unique_only": args.unique_only,
                      "sign": args.sign},
-        "n_perm": args.n_perm, "seed": args.seed, "messages": messages, "environment": environment_info(),
+        "n_perm": args.n_perm, "perm_seed": args.perm_seed, "messages": messages, "environment": environment_info(),
         "results": {m: [{k: v for k, v in r.items() if k != "r_all"} for r in rs] for m, rs in all_results.items()}})
     print("\n".join(t for t in text if t) + "\n\n" + md)
     log.info("wrote %s/analysis.json, ranking.csv/.md, selected_*.csv%s (%.1f s)", out_dir,
@@ -256,5 +253,4 @@ def plot_heatmap(grid: analysis.Grid, res: dict, out_dir: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(levelname)s %(message)s")
-    run(main, parse_args, "analyze.py")
+    cli.run(main, parse_args, "analyze.py")

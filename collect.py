@@ -43,7 +43,6 @@ Missing files give empty columns, never a crash; unreadable or malformed files a
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import re
@@ -52,10 +51,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ntps.cli import DEFAULT_OUTPUT_DIR, HelpFormatter, run
+from ntps import cli
 from ntps.io import atomic_path
 
-log = logging.getLogger("collect")
+log = logging.getLogger(__name__)
 
 KEY_COLS = ["model", "dataset", "model_slug", "dataset_slug", "split", "score", "layer", "fraction", "k", "value"]
 DETAIL_COLS = ["chance", "k_U", "k_V", "r_U", "r_V", "label_rank", "unique", "lower", "upper", "n_texts", "d"]
@@ -74,12 +73,12 @@ class CollectError(ValueError):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("--output_dir", default=DEFAULT_OUTPUT_DIR, help="output root holding the runs")
+    p = cli.parser("collect.py", __doc__)
+    cli.add_output_args(p, help="output root holding the runs {output_dir}/{model}/{dataset}/{split}", overwrite=None)
     p.add_argument("--out", default=None, help="output CSV (default: {output_dir}/collected.csv)")
     p.add_argument("--split", default="train", help="split directory holding the statistics and probes")
     p.add_argument("--strict", action="store_true", help="fail on malformed files instead of skipping")
-    return p.parse_args(argv)
+    return cli.parse(p, argv)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -359,5 +358,4 @@ def main(args) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(levelname)s %(message)s")
-    run(main, parse_args, "collect.py")
+    cli.run(main, parse_args, "collect.py")

@@ -27,22 +27,21 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import sys
 import time
-from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ntps import cli
 from ntps.artifacts import load_stats, read_meta
 from ntps.baselines import all_baselines
-from ntps.cli import DEFAULT_DATASET, DEFAULT_MODEL, DEFAULT_OUTPUT_DIR, HelpFormatter, parse_int_list, run
-from ntps.io import environment_info, previous_result, run_dir, write_csv, write_json
+from ntps.cli import parse_int_list
+from ntps.io import environment_info, previous_result, write_csv, write_json
 from ntps.report import fmt
 
-log = logging.getLogger("scores")
+log = logging.getLogger(__name__)
 
 BASELINES = ["logme", "h_score", "ls_mse", "ridge_mse"]
 COLUMNS = ["layer", "d", "n_texts", *BASELINES]
@@ -52,23 +51,14 @@ ARTIFACT_KEYS = ("model", "revision", "dataset", "split", "n_texts", "d", "num_c
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("--output_dir", default=DEFAULT_OUTPUT_DIR,
-                   help="output root: the artifact is {output_dir}/{model}/{dataset}/{split}")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="model of the artifact (as given to cache.py)")
-    p.add_argument("--dataset", default=DEFAULT_DATASET, help="dataset of the artifact (as given to cache.py)")
-    p.add_argument("--split", default="train", help="split of the artifact")
-    p.add_argument("--stats_dir", default=None,
-                   help="the artifact directory itself (holds stats.safetensors and meta.json); overrides "
-                        "--output_dir/--model/--dataset/--split")
-    p.add_argument("--layers", default="all", help="'all', or e.g. '0,6,12', '10-20', '-1' (last)")
-    p.add_argument("--ridge_alpha", type=float, default=1.0, help="penalty of the ridge probe (ridge_mse)")
-    p.add_argument("--overwrite", action="store_true", help="recompute even if results exist")
-    return p.parse_args(argv)
-
-
-def stats_dir_of(args) -> Path:
-    return Path(args.stats_dir) if args.stats_dir else run_dir(args.output_dir, args.model, args.dataset, args.split)
+    p = cli.parser("scores.py", __doc__)
+    g = cli.add_artifact_args(p)
+    cli.add_layers_arg(g)
+    g.add_argument("--ridge_alpha", type=float, default=1.0, help="penalty of the ridge probe (ridge_mse)")
+    cli.add_output_args(p, default=None, help="output root: results go to {output_dir}/{model}/{dataset}/{split} "
+                        "of the artifact (default: beside the artifact)", overwrite="recompute even if results exist")
+    cli.alias(p, "--data_path", "--stats_dir")
+    return cli.parse(p, argv)
 
 
 def settings_of(args, meta: dict) -> dict:
@@ -103,10 +93,11 @@ def summarise(rows: list[dict], meta: dict) -> str:
 
 
 def main(args) -> dict:
-    stats_dir = stats_dir_of(args)
+    stats_dir = cli.locate_artifact(args.stats_dir, args.output_dir, args.model, args.dataset, args.split)
     meta = read_meta(stats_dir)
     settings = settings_of(args, meta)
-    json_path, csv_path = stats_dir / f"{OUT_STEM}.json", stats_dir / f"{OUT_STEM}.csv"
+    out_dir = cli.results_dir(stats_dir, meta, args.output_dir, explicit=args.stats_dir is not None)
+    json_path, csv_path = out_dir / f"{OUT_STEM}.json", out_dir / f"{OUT_STEM}.csv"
     previous = previous_result(json_path, csv_path, settings, args.overwrite, "scores.py")
     if previous is not None:
         print(summarise(previous["rows"], meta))
@@ -132,5 +123,4 @@ def main(args) -> dict:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(levelname)s %(message)s")
-    run(main, parse_args, "scores.py")
+    cli.run(main, parse_args, "scores.py")

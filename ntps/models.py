@@ -120,19 +120,6 @@ def resolve_dtype(dtype, device="cpu"):
     return getattr(torch, name)
 
 
-def _resolve_device(device):
-    """``auto``/None -> cuda when available, else cpu; RuntimeError for CUDA without a CUDA device.
-    The only device resolution in this module (ntps.cli.resolve_device is the scripts' one)."""
-    import torch
-
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available; use --device cpu")
-    return dev
-
-
 def architecture(model) -> str:
     """The model's class name from its config (``architectures[0]``), else its Python class name."""
     archs = getattr(model.config, "architectures", None)
@@ -309,7 +296,9 @@ def load_model_and_tokenizer(name_or_path, *, revision=None, tokenizer_name=None
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     name = str(name_or_path)
-    dev = _resolve_device(device)
+    from .cli import resolve_device
+
+    dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     resolved = _resolve(name)
     source = resolved["source"]
@@ -506,5 +495,7 @@ def main(args) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    from .cli import setup_logging
+
+    setup_logging("models")
     sys.exit(main(parse_args()))

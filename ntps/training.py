@@ -204,7 +204,6 @@ def _add_authors_flags(p: argparse.ArgumentParser, mode: str) -> None:
         cli.ignore(p, "--lora_rank", f"no LoRA in the {mode} mode")
         cli.ignore(p, "--start_layer", f"no LoRA in the {mode} mode")
     cli.ignore(p, "--num_workers", "batches are built in the main process")
-    cli.alias(p, "--output_root", "--output_dir", listed=False)  # until ntps_lora.py passes --output_dir
 
 
 @dataclass(kw_only=True)

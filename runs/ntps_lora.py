@@ -27,15 +27,14 @@ Examples:
 
 from __future__ import annotations
 
-import argparse
 import logging
 import shlex
 from pathlib import Path
 
-from ntps.cli import DEFAULT_DATASET, DEFAULT_MODEL, DEFAULT_OUTPUT_DIR, HelpFormatter, run
+from ntps import cli
 from ntps.io import environment_info, read_json, run_dir, slugify, write_csv, write_json
 
-log = logging.getLogger("ntps_lora")
+log = logging.getLogger(__name__)
 
 ROW_COLUMNS = ["model", "dataset", "layer", "fraction", "ntps_before", "ntps_after", "chance", "linear_acc",
                "lora_acc", "gain", "selection"]
@@ -43,20 +42,19 @@ SWEEP_COLUMNS = ["layer", "fraction", "ntps_before", "ntps_after", "chance"]
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("--model", default=DEFAULT_MODEL, help="offline key, hub id, local dir or .gguf")
-    p.add_argument("--dataset", default=DEFAULT_DATASET,
-                   help="offline key, paper dataset, hub id or local file")
-    p.add_argument("--output_dir", default=DEFAULT_OUTPUT_DIR,
-                   help="output root: runs in {output_dir}/{model}/{dataset}/{split or linear, lora}")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--max_length", type=int, default=512, help="tokens per text, training and statistics")
+    p = cli.parser("runs/ntps_lora.py", __doc__)
+    g = cli.add_model_args(p, loading=False)
+    g.add_argument("--dtype", default="auto", choices=cli.DTYPES, help="forward-pass dtype of every step")
+    cli.add_device_arg(g)
+    cli.add_data_args(p, split=None, max_eval_samples=True, max_samples_help="seeded class-stratified cap on "
+                      "training texts (linear probe and LoRA); 0 = all",
+                      seed_help="seed of the class-stratified subsets (training texts and statistics)")
+    cli.add_output_args(p, help="output root: runs in {output_dir}/{model}/{dataset}/{train, linear, lora}",
+                        overwrite="retrain and recompute everything")
     g = p.add_argument_group("training (linear probe and LoRA)")
-    g.add_argument("--max_samples", type=int, default=None, help="cap on training texts")
-    g.add_argument("--max_eval_samples", type=int, default=None, help="cap on test texts")
     g.add_argument("--batch_size", type=int, default=64)
+    g.add_argument("--training_seed", type=int, default=42,
+                   help="seed of the head/LoRA initialisation, dropout and batch order")
     g.add_argument("--linear_epochs", type=float, default=50, help="linear probe epochs (paper: 50)")
     g.add_argument("--linear_max_steps", type=int, default=-1, help="linear probe steps (overrides epochs)")
     g.add_argument("--lora_max_steps", type=int, default=5000, help="LoRA steps (paper: 5000)")
@@ -64,18 +62,17 @@ def parse_args(argv=None):
                    help="results.json of a finished linear probe to use instead of training one (e.g. "
                         "linear_training.py --features_dir on the cached features)")
     g.add_argument("--linear_args", default="", help="extra linear_training.py flags, e.g. '--lr 1e-3'")
-    g.add_argument("--lora_args", default="", help="extra lora_finetuning.py flags, e.g. '--start_layer 10'")
+    g.add_argument("--lora_args", default="", help="extra lora_finetuning.py flags, e.g. '--lora_start_block 10'")
     g = p.add_argument_group("statistics and NTPS")
     g.add_argument("--stats_max_samples", type=int, default=2000,
-                   help="train texts for the statistics (more than cache.py's default); 0 = all")
+                   help="train texts for the statistics (cache.py's default is 1000); 0 = all")
     g.add_argument("--stats_batch_size", type=int, default=32)
     g.add_argument("--layers", default="all", help="hidden-state indices for the statistics and NTPS")
     g.add_argument("--fractions", default=None, help="K_sweep fractions (default: K_sweep's 0.05..0.95)")
     g.add_argument("--order", default="descending", choices=["descending", "ascending"])
     g.add_argument("--ntps_layer", type=int, default=None, help="report this layer (negative: from the end)")
     g.add_argument("--ntps_fraction", type=float, default=None, help="report this fraction")
-    g.add_argument("--overwrite", action="store_true", help="retrain and recompute everything")
-    return p.parse_args(argv)
+    return cli.parse(p, argv)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -112,9 +109,9 @@ def train_lora(args) -> dict:
 
 
 def _common_train_argv(args) -> list[str]:
-    argv = ["--model", args.model, "--dataset", args.dataset, "--device", args.device, "--dtype", args.dtype,
-            "--seed", str(args.seed), "--max_length", str(args.max_length),
-            "--batch_size", str(args.batch_size), "--output_root", str(args.output_dir)]
+    argv = ["--model", args.model, "--device", args.device, "--dtype", args.dtype, "--training_seed",
+            str(args.training_seed), "--batch_size", str(args.batch_size), "--output_dir", str(args.output_dir)]
+    argv += _data_argv(args)
     for flag in ("max_samples", "max_eval_samples"):
         if getattr(args, flag) is not None:
             argv += [f"--{flag}", str(getattr(args, flag))]
@@ -123,14 +120,22 @@ def _common_train_argv(args) -> list[str]:
     return argv
 
 
+def _data_argv(args) -> list[str]:
+    """The data flags every step shares: dataset, its columns and files, subset seed, max_length."""
+    argv = ["--dataset", args.dataset, "--seed", str(args.seed), "--max_length", str(args.max_length)]
+    for flag in ("dataset_revision", "text_column", "label_column", "test_file"):
+        if getattr(args, flag) is not None:
+            argv += [f"--{flag}", str(getattr(args, flag))]
+    return argv
+
+
 def compute_stats(args, output_dir: Path, lora_ckpt: Path | None, overwrite: bool) -> Path:
     """cache.py on the train split (with ``lora_ckpt`` merged); returns the artifact directory."""
     import cache
 
-    argv = ["--model", args.model, "--dataset", args.dataset, "--split", "train",
-            "--max_samples", str(args.stats_max_samples), "--output_dir", str(output_dir),
-            "--layers", args.layers, "--batch_size", str(args.stats_batch_size),
-            "--max_length", str(args.max_length), "--device", args.device, "--dtype", args.dtype]
+    argv = ["--model", args.model, "--split", "train", "--max_samples", str(args.stats_max_samples),
+            "--output_dir", str(output_dir), "--layers", args.layers, "--batch_size", str(args.stats_batch_size),
+            "--device", args.device, "--dtype", args.dtype, *_data_argv(args)]
     if lora_ckpt is not None:
         argv += ["--lora_ckpt", str(lora_ckpt)]
     if overwrite:
@@ -225,5 +230,4 @@ def main(args) -> dict:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(levelname)s %(message)s")
-    run(main, parse_args, "runs/ntps_lora.py")
+    cli.run(main, parse_args, "runs/ntps_lora.py")

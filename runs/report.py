@@ -15,7 +15,6 @@ regenerated exactly from the same files.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import platform
@@ -26,11 +25,11 @@ import numpy as np
 import pandas as pd
 
 import collect
-from ntps.cli import HelpFormatter, run
+from ntps import cli
 from ntps.io import atomic_path, environment_info, read_json, write_json
 from ntps.report import fmt, markdown_table
 
-log = logging.getLogger("report")
+log = logging.getLogger(__name__)
 
 #: Metrics of the report: (column, label, what it measures).
 METRICS = [
@@ -419,24 +418,24 @@ def _verdict_text(verdicts: dict, lora: pd.DataFrame) -> list[str]:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("--output_dir", type=Path, default=Path("outputs/offline"),
-                   help="output root of the runs (holds collected.csv and analysis/)")
+    p = cli.parser("runs/report.py", __doc__)
+    cli.add_output_args(p, default="outputs/offline", overwrite=None,
+                        help="output root of the runs (holds collected.csv and analysis/)")
     p.add_argument("--report_dir", type=Path, default=Path("results/offline"), help="where REPORT.md goes")
     p.add_argument("--command", default="python -m runs.reproduce_offline", help="the command shown in the report")
-    return p.parse_args(argv)
+    return cli.parse(p, argv)
 
 
 def main(args) -> dict:
+    root = Path(args.output_dir)
     for need in ("collected.csv", "analysis/analysis.json"):
-        if not (args.output_dir / need).is_file():
-            raise ValueError(f"{args.output_dir / need} is missing; run runs/reproduce_offline.py (collect.py and "
+        if not (root / need).is_file():
+            raise ValueError(f"{root / need} is missing; run runs/reproduce_offline.py (collect.py and "
                              "analyze.py) first")
-    summary = build(args.output_dir, args.report_dir, args.command)
+    summary = build(root, args.report_dir, args.command)
     log.info("wrote %s (%d figures)", args.report_dir / "REPORT.md", len(summary["figures"]))
     return summary
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(levelname)s %(message)s")
-    run(main, parse_args, "runs/report.py")
+    cli.run(main, parse_args, "runs/report.py")

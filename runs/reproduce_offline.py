@@ -34,7 +34,6 @@ whole splits on a GPU).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -44,10 +43,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ntps.cli import HelpFormatter
+from ntps import cli
 from ntps.io import run_dir, write_json
 
-log = logging.getLogger("reproduce_offline")
+log = logging.getLogger(__name__)
 
 MODELS = ["smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b"]
 DATASETS = ["vader-movies", "vader-tweets", "vader-amazon", "vader-nyt", "bbc-news", "20newsgroups",
@@ -86,7 +85,7 @@ class Stage:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = cli.parser("runs/reproduce_offline.py", __doc__)
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated offline model keys")
     p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated offline dataset keys")
     p.add_argument("--output_dir", default="outputs/offline",
@@ -108,7 +107,7 @@ def parse_args(argv=None):
                    help="only these stage groups: cache,ksweep,scores,sklearn,linear,lora,analysis,report")
     p.add_argument("--dry_run", action="store_true", help="print the plan and exit")
     p.add_argument("--force", action="store_true", help="rerun stages even when their outputs exist")
-    return p.parse_args(argv)
+    return cli.parse(p, argv)
 
 
 def caps(model: str, scale: float) -> tuple[int, int]:
@@ -146,11 +145,11 @@ def plan(args) -> list[Stage]:
                                 [tr / "scores.csv"], "scores", **kw))
             stages.append(Stage(f"sklearn/{model}/{ds}", [
                 py, "linear_sklearn.py", "--features_dir", str(tr), "--test_features_dir", str(te),
-                "--layers", args.probe_layers, "--seed", "0"], [tr / "probes_sklearn.csv"], "sklearn", **kw))
+                "--layers", args.probe_layers, "--solver_seed", "0"], [tr / "probes_sklearn.csv"], "sklearn", **kw))
             stages.append(Stage(f"linear/{model}/{ds}", [
                 py, "linear_training.py", "--model", model, "--features_dir", str(tr), "--test_features_dir",
-                str(te), "--max_length", L, "--seed", seed, "--device", dev, "--output_dir",
-                str(root / "linear")], [root / "linear" / "results.json"], "linear", **kw))
+                str(te), "--max_length", L, "--training_seed", seed, "--device", dev, "--output_dir",
+                str(out)], [root / "linear" / "results.json"], "linear", **kw))
     for model in lora_models:
         n_train, n_test = caps(model, args.scale)
         for ds in lora_datasets:
@@ -167,7 +166,7 @@ def plan(args) -> list[Stage]:
         Stage("analysis/collect", [py, "collect.py", "--output_dir", str(out), "--out", str(out / "collected.csv")],
               [out / "collected.csv"], "analysis"),
         Stage("analysis/analyze", [py, "analyze.py", "--csv", str(out / "collected.csv"), "--metric", *METRICS,
-                                   "--n_perm", str(args.n_perm), "--seed", "0", "--output_dir", str(out)],
+                                   "--n_perm", str(args.n_perm), "--perm_seed", "0", "--output_dir", str(out)],
               [out / "analysis" / "analysis.json"], "analysis"),
         Stage("report", [py, "-m", "runs.report", "--output_dir", str(out), "--report_dir", args.report_dir,
                          "--command", " ".join(["python", "-m", "runs.reproduce_offline", *sys.argv[1:]])],
@@ -244,5 +243,5 @@ def main(args) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(levelname)s %(message)s")
+    cli.setup_logging("reproduce_offline.py")
     sys.exit(main(parse_args()))

@@ -150,7 +150,7 @@ def test_dtype_handling(model_dirs):
 def test_cuda_requested_without_cuda(model_dirs):
     if torch.cuda.is_available():
         pytest.skip("CUDA present")
-    with pytest.raises(RuntimeError, match="CUDA is not available"):
+    with pytest.raises(ValueError, match="CUDA is not available"):
         nm.load_model_and_tokenizer(str(model_dirs["llama"]), device="cuda")
 
 

@@ -151,7 +151,8 @@ def test_report_states_the_verdicts_with_the_analysis_numbers(tmp_path):
     assert json.loads((tmp_path / "report" / "summary.json").read_text())["timings_total_s"] == 2.5
 
 
-def test_report_refuses_without_the_analysis(tmp_path):
-    with pytest.raises(SystemExit, match="collected.csv is missing"):
-        argv = ["--output_dir", str(tmp_path), "--report_dir", str(tmp_path / "r")]
-        run(report.main, lambda: report.parse_args(argv), "runs/report.py")
+def test_report_refuses_without_the_analysis(tmp_path, capsys):
+    argv = ["--output_dir", str(tmp_path), "--report_dir", str(tmp_path / "r")]
+    with pytest.raises(SystemExit) as exit_info:
+        run(report.main, report.parse_args, "runs/report.py", argv)
+    assert exit_info.value.code == 2 and "collected.csv is missing" in capsys.readouterr().err

@@ -1,7 +1,10 @@
 """scores.py end to end on synthetic artifacts; every score through collect.py and analyze.py on a run tree."""
 
+import contextlib
 import csv
+import io
 import json
+import logging
 
 import numpy as np
 import pandas as pd
@@ -16,6 +19,7 @@ import scores
 from ntps.artifacts import LayerSums, Stats, load_stats, save_stats
 from ntps.baselines import all_baselines
 from ntps.cli import run
+from ntps.io import OutputExistsError
 from ntps.score import DEFAULT_FRACTIONS, ntps_sweep, solve_layer, whitened_sweep
 
 
@@ -46,15 +50,22 @@ def run_scores(argv):
 
 
 def at_the_boundary(main, parse_args, argv, script):
-    """A script's main through ntps.cli.run, which turns errors into SystemExit("{script}: error: ...")."""
-    run(main, lambda: parse_args(argv), script)
+    """A script's main through ntps.cli.run, which prints "{script}: error: ..." and exits with status 2;
+    re-raised as SystemExit(message) so that tests can match the message."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            run(main, parse_args, script, argv)
+        except SystemExit as e:
+            assert e.code == 2
+            raise SystemExit(err.getvalue().strip()) from None
 
 
 def run_ksweep(stats_dir, *argv):
     return K_sweep.main(K_sweep.parse_args(["--stats_dir", str(stats_dir), "--device", "cpu", *argv]))
 
 
-def test_scores_match_direct_calls_and_rerun_rules(tmp_path, capsys):
+def test_scores_match_direct_calls_and_rerun_rules(tmp_path, capsys, caplog):
     make_artifact(tmp_path)
     res = run_scores(["--stats_dir", str(tmp_path), "--ridge_alpha", "2"])
     rows = list(csv.DictReader(open(tmp_path / "scores.csv")))
@@ -70,9 +81,10 @@ def test_scores_match_direct_calls_and_rerun_rules(tmp_path, capsys):
             assert row[k] == pytest.approx(v, rel=1e-12, abs=1e-12)
             assert float(rows[row["layer"]][k]) == pytest.approx(v, rel=1e-12)
         assert (row["d"], row["n_texts"]) == (10, 120)
+    caplog.set_level(logging.INFO, logger="ntps")
     run_scores(["--stats_dir", str(tmp_path), "--ridge_alpha", "2.0"])
-    assert "up to date" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="overwrite"):
+    assert "up to date" in caplog.text
+    with pytest.raises(OutputExistsError, match="overwrite"):
         run_scores(["--stats_dir", str(tmp_path), "--layers", "-1"])
     last = run_scores(["--stats_dir", str(tmp_path), "--layers", "-1", "--overwrite"])
     assert [r["layer"] for r in last["rows"]] == [1]

@@ -26,10 +26,10 @@ import cache  # noqa: E402
 import from_scratch  # noqa: E402
 import linear_training  # noqa: E402
 import lora_finetuning  # noqa: E402
-import ntps_lora  # noqa: E402
 from ntps import training  # noqa: E402
 from ntps.io import OutputExistsError, run_dir  # noqa: E402
 from ntps.models import load_model_and_tokenizer  # noqa: E402
+from runs import ntps_lora  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SENTIMENT = FIXTURES / "tiny_sentiment.csv"

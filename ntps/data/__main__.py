@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 
@@ -98,5 +97,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    from ..cli import setup_logging
+
+    setup_logging("data")
     sys.exit(main())
