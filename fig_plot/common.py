@@ -77,7 +77,7 @@ def add_common_args(p: argparse.ArgumentParser, default_input: Path | None) -> N
     g.add_argument("--unique_only", action="store_true",
                    help="only candidates whose subspaces are uniquely defined (SPEC §2.0)")
     g.add_argument("--n_perm", type=int, default=1000, help="permutations of the selection test")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--perm_seed", type=int, default=0, help="seed of the permutation test")
 
 
 def select_score(table: pd.DataFrame, score=None, unique_only=False) -> pd.DataFrame:

@@ -41,7 +41,7 @@ def main(args):
     metric = analysis.FIGURE_METRICS[args.metric]
     sign = analysis.metric_sign(metric)
     table, source = common.load_table(args, INPUTS[args.metric], metric)
-    points = common.model_points(table, metric, sign, source, n_perm=args.n_perm, seed=args.seed)
+    points = common.model_points(table, metric, sign, source, n_perm=args.n_perm, seed=args.perm_seed)
     if not points:
         raise SystemExit("no model with enough data to plot")
     ylabel, ylabel_ranks = LABELS[args.metric]

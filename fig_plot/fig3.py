@@ -35,7 +35,7 @@ def main(args):
     metric = analysis.FIGURE_METRICS["lora_gain"]
     sign = analysis.metric_sign(metric)  # -1
     table, source = common.load_table(args, DEFAULT_INPUT, metric)
-    points = common.model_points(table, metric, sign, source, n_perm=args.n_perm, seed=args.seed)
+    points = common.model_points(table, metric, sign, source, n_perm=args.n_perm, seed=args.perm_seed)
     if not points:
         raise SystemExit("no model with enough data to plot")
     fig = common.correlation_figure(points, sign=sign, ylabel=YLABEL, ylabel_ranks=YLABEL_RANKS,

@@ -44,7 +44,7 @@ def parse_args(argv=None):
     p.add_argument("--score", default=None, help="score of the collected table (e.g. ntps_raw_descending)")
     p.add_argument("--unique_only", action="store_true")
     p.add_argument("--n_perm", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--perm_seed", type=int, default=0, help="seed of the permutation test")
     p.add_argument("--dpi", type=int, default=200)
     p.add_argument("--formats", nargs="+", default=["pdf", "png"])
     return p.parse_args(argv)
@@ -55,7 +55,7 @@ def main(args):
     out = ["--out_dir", str(args.out_dir), "--dpi", str(args.dpi), "--formats", *args.formats]
     src = []
     if args.csv is not None:
-        src = ["--csv", str(args.csv), "--n_perm", str(args.n_perm), "--seed", str(args.seed)]
+        src = ["--csv", str(args.csv), "--n_perm", str(args.n_perm), "--perm_seed", str(args.perm_seed)]
         src += ["--score", args.score] if args.score else []
         src += ["--unique_only"] if args.unique_only else []
     f1 = ["--input", str(args.fig1_input)] if args.fig1_input else []
