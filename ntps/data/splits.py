@@ -102,3 +102,18 @@ def stratified_subsample_indices(labels: np.ndarray, max_samples: int, seed: int
     rng = np.random.default_rng(seed)
     parts = [rng.permutation(np.flatnonzero(labels == k))[:alloc[k]] for k in range(c)]
     return np.sort(np.concatenate(parts))
+
+
+def balanced_subsample_indices(labels: Sequence, per_class: int, seed: int = DEFAULT_SEED) -> np.ndarray:
+    """Positions (ascending) of a seeded class-balanced subsample: ``min(per_class, n_k)`` rows of class k.
+
+    One ``np.random.default_rng(seed)``, one permutation per class, classes in sorted order (labels
+    compared as strings). Raises ValueError for ``per_class < 1``.
+    """
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1, got {per_class}")
+    labels = [str(y) for y in labels]
+    rng = np.random.default_rng(seed)
+    keep = [rng.permutation(np.array([i for i, y in enumerate(labels) if y == c], dtype=np.int64))[:per_class]
+            for c in sorted(set(labels))]
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
