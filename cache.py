@@ -32,11 +32,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ntps import cli
-from ntps.accumulate import StatsAccumulator
+from ntps.accumulate import PRECISIONS, StatsAccumulator, resolve_precision
 from ntps.artifacts import ArtifactError, fingerprint, load_stats_file, read_meta, save_stats, save_stats_file
 from ntps.cli import parse_int_list, resolve_device
 from ntps.io import OutputExistsError, atomic_path, environment_info, read_json, run_dir, write_json
-from ntps.text import decoder_of, length_sorted_shards, pad_batch, tokenize
+from ntps.text import batch_token_budget, decoder_of, length_sorted_shards, pad_batch, tokenize
 
 DEFAULT_MAX_SAMPLES = 1000
 PARTIAL_DIR = ".partial"
@@ -52,7 +52,13 @@ def parse_args(argv=None):
     cli.add_data_args(p, max_samples=DEFAULT_MAX_SAMPLES)
     g = p.add_argument_group("statistics")
     cli.add_layers_arg(g)
-    g.add_argument("--batch_size", type=int, default=32, help="texts per forward pass")
+    g.add_argument("--batch_size", type=int, default=32, help="texts per forward pass (without --max_batch_tokens)")
+    g.add_argument("--max_batch_tokens", type=int, default=None,
+                   help="batches of length-sorted texts up to this many padded tokens (batch size × longest "
+                        "length) instead of --batch_size texts; default: off on the CPU, 16384 on CUDA; 0 = off")
+    g.add_argument("--stats_precision", default="auto", choices=["auto", *PRECISIONS],
+                   help="inputs of the per-batch statistic GEMMs (float32 sums, float64 totals either way); "
+                        "tf32/bf16 use tensor cores on CUDA (README, Benchmarks); auto = float32")
     g.add_argument("--shard_size", type=int, default=1024, help="texts per resumable shard")
     g.add_argument("--checkpoint_interval", type=float, default=300,
                    help="seconds between resume checkpoints (written after a finished shard; 0 = after every "
@@ -211,17 +217,20 @@ def main(args) -> Path:
     layers = parse_int_list(args.layers, n_states) or list(range(n_states))
     out_dir = run_dir(args.output_dir, args.model, data.info.get("dataset", args.dataset), args.split)
     meta = _meta(args, data, minfo, layers)
+    budget = batch_token_budget(args.max_batch_tokens, device)
+    precision = resolve_precision(args.stats_precision, device)
     # the batching decides the float32 partial sums: a resumed run must use the same one
     run_key = {"fingerprint": meta["fingerprint"], "batch_size": args.batch_size, "shard_size": args.shard_size,
                "world_size": world, "save_features": args.save_features, "features_dtype": args.features_dtype,
-               "n_texts": len(data)}
+               "n_texts": len(data), **({"max_batch_tokens": budget} if budget else {}),
+               **({"stats_precision": precision} if precision != "float32" else {})}
     if _prepare_output(args, out_dir, meta, run_key, rank, world):
         return out_dir
 
     ids, truncated = tokenize(tokenizer, data.texts, args.max_length)
     lengths = np.array([len(x) for x in ids])
-    shards = length_sorted_shards(lengths, args.batch_size, args.shard_size)
-    acc = StatsAccumulator(layers, d, data.num_classes, device=device)
+    shards = length_sorted_shards(lengths, args.batch_size, args.shard_size, budget)
+    acc = StatsAccumulator(layers, d, data.num_classes, device=device, precision=precision)
     done, features = _resume(args, acc, out_dir / PARTIAL_DIR, len(data), rank, world)
     todo = [s for s in range(rank, len(shards), world) if s not in done]
     log.info(f"model {args.model} ({minfo.get('architecture')}, {n_states} states × d={d}, {meta['dtype']}) "
@@ -238,9 +247,9 @@ def main(args) -> Path:
               disable=rank != 0, file=sys.stderr) as bar, torch.inference_mode():
         for s in todo:
             for idx in shards[s]:
-                input_ids, mask = pad_batch([ids[i] for i in idx], tokenizer.pad_token_id, device)
+                input_ids, mask = pad_batch([ids[i] for i in idx], tokenizer.pad_token_id, "cpu")  # host mask
                 computed_tokens += input_ids.numel()
-                hs = net(input_ids=input_ids, attention_mask=mask, output_hidden_states=True,
+                hs = net(input_ids=input_ids.to(device), attention_mask=mask.to(device), output_hidden_states=True,
                          use_cache=False).hidden_states
                 if len(hs) != n_states:
                     raise RuntimeError(f"model returned {len(hs)} hidden states, config says {n_states}")
@@ -265,7 +274,8 @@ def main(args) -> Path:
         raise RuntimeError(f"accounting error: {acc.n_texts} texts summed for {len(data)} in the split")
     if rank == 0:
         meta.update({"n_tokens_computed_this_run": computed_tokens, "truncated_texts": truncated,
-                     "batch_size": args.batch_size, "world_size": world, "environment": environment_info(),
+                     "batch_size": args.batch_size, "max_batch_tokens": budget, "stats_precision": precision,
+                     "world_size": world, "environment": environment_info(),
                      "seconds": {"total": round(time.perf_counter() - t_start, 2), "loop": round(loop_s, 2)},
                      "features": ({"files": ["features_mean.npy", "features_last.npy"], "layout": "(layers, N, d)",
                                    "dtype": args.features_dtype} if features is not None else None)})

@@ -13,13 +13,23 @@ round-off). Partial sums are accumulated in float32 on the compute device by fus
 ``addmm_`` GEMMs and flushed into float64 totals every ``flush_every`` batches (and before any
 read of the totals): the float64 conversion of 3·d² numbers per layer costs more than the GEMMs
 on a CPU if done for every small batch, and over 8 batches float32 adds < 1e-6 relative error.
+
+The GEMM inputs may be rounded for tensor cores (``precision``: ``tf32`` or ``bf16``; the prefix sums,
+the accumulation and the float64 totals stay float32/float64); on other devices than CUDA that rounding
+is emulated (same numbers, no speed-up). No device value is read on the host per batch: the mask and
+the labels are checked on the host (pass host tensors), counts are host integers, and the finiteness
+of the sums is a device flag read by :meth:`StatsAccumulator.flush` (on the CPU after every batch).
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from .artifacts import LayerSums, Stats
+
+PRECISIONS = ("float32", "tf32", "bf16")
 
 
 class NonFiniteHiddenStates(ValueError):
@@ -38,13 +48,53 @@ def check_mask(mask: torch.Tensor) -> torch.Tensor:
     return lengths
 
 
-class StatsAccumulator:
-    """Float64 totals of SPEC §1 for ``layers`` (indices into ``hidden_states``), width ``d``."""
+def resolve_precision(precision: str, device) -> str:
+    """``auto`` → the default statistic-GEMM precision for ``device`` (float32 everywhere; see README)."""
+    if precision == "auto":
+        return "float32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"stats precision {precision!r} is not one of auto, {', '.join(PRECISIONS)}")
+    return precision
 
-    def __init__(self, layers: list[int], d: int, num_classes: int, device="cpu", flush_every: int = 8):
+
+def _round_tf32(t: torch.Tensor) -> torch.Tensor:
+    """float32 rounded to TF32's 10-bit mantissa (half away from zero), as tensor cores read it."""
+    return ((t.view(torch.int32) + 0x1000) & -0x2000).view(torch.float32)
+
+
+@contextlib.contextmanager
+def _tf32_matmul():
+    """cuBLAS float32 GEMMs on TF32 tensor cores inside the block only (the forward pass keeps its setting)."""
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):  # torch >= 2.9
+        old, matmul.fp32_precision = matmul.fp32_precision, "tf32"
+        try:
+            yield
+        finally:
+            matmul.fp32_precision = old
+    else:
+        old, matmul.allow_tf32 = matmul.allow_tf32, True
+        try:
+            yield
+        finally:
+            matmul.allow_tf32 = old
+
+
+class StatsAccumulator:
+    """Float64 totals of SPEC §1 for ``layers`` (indices into ``hidden_states``), width ``d``.
+
+    ``precision`` (one of :data:`PRECISIONS`) rounds the inputs of the per-batch GEMMs: ``float32`` (exact
+    float32 products), ``tf32`` (10-bit mantissa), ``bf16`` (8-bit mantissa); products are summed in float32.
+    """
+
+    def __init__(self, layers: list[int], d: int, num_classes: int, device="cpu", flush_every: int = 8,
+                 precision: str = "float32"):
         self.layers = list(layers)
         self.d, self.num_classes, self.device = d, num_classes, torch.device(device)
         self.flush_every = flush_every
+        self.precision = resolve_precision(precision, self.device)
+        # tensor cores for tf32/bf16 on CUDA; the meta device takes the same path (tests check its shapes/dtypes)
+        self._tensor_cores = self.precision != "float32" and self.device.type in ("cuda", "meta")
         n = len(self.layers)
         z = lambda *s, dtype=torch.float64: torch.zeros(*s, dtype=dtype, device=self.device)  # noqa: E731
         # float64 totals, stacked over layers: (n, d, d) etc.
@@ -53,22 +103,31 @@ class StatsAccumulator:
         # float32 partial sums since the last flush
         f32 = torch.float32
         self._part = {k: z(*getattr(self, k).shape, dtype=f32) for k in ("XX", "XY", "C0", "C1", "sum_x")}
+        self._nonfinite = z(n, dtype=torch.bool)  # per layer, set on the device, read by flush()
+        self._check_every_batch = self.device.type == "cpu"  # no device queue to stall: report at once
         self._pending = 0
         self._S = torch.empty(0, device=self.device)
         self.class_counts = torch.zeros(num_classes, dtype=torch.int64)
         self.n_texts = self.n_tokens = self.n_pairs = 0
 
-    @torch.no_grad()
-    def add_batch(self, hidden_states, mask: torch.Tensor, labels: torch.Tensor,
-                  return_features: bool = False):
-        """Add one batch. ``hidden_states``: sequence of (B, T, d) tensors (all model states);
-        ``mask`` (B, T); ``labels`` (B,) ints in 0..C-1. Texts must have at least one token.
+    def _gemm_input(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` (float32) as the statistic GEMMs read it."""
+        if self.precision == "float32" or (self.precision == "tf32" and self._tensor_cores):
+            return t
+        if self.precision == "tf32":
+            return _round_tf32(t)
+        return t.bfloat16() if self._tensor_cores else t.bfloat16().float()
 
-        Returns (mean (n, B, d), last (n, B, d)) float32 features when ``return_features``.
-        Raises :class:`NonFiniteHiddenStates` on NaN/inf (the accumulator is then unusable).
-        """
-        mask = mask.to(self.device).bool()
-        labels = labels.to(self.device).long()
+    @staticmethod
+    def _addmm(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+        """out (float32) += a @ b, bf16 inputs on CUDA tensor cores with a float32 result."""
+        if a.dtype == torch.bfloat16:
+            out.add_(torch.mm(a, b, out_dtype=torch.float32))
+        else:
+            out.addmm_(a, b)
+
+    def _host_batch(self, mask: torch.Tensor, labels: torch.Tensor):
+        """Checks on the host mask/labels; (lengths, right_padded, last_pos, inv_len, onehot) host tensors."""
         if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
             raise ValueError(f"labels {sorted(set(labels.tolist()))} outside 0..{self.num_classes - 1}")
         lengths = check_mask(mask)
@@ -76,61 +135,88 @@ class StatsAccumulator:
             bad = (lengths == 0).nonzero().flatten().tolist()
             raise ValueError(f"texts at batch positions {bad} have no tokens: drop empty texts first")
         B, T = mask.shape
-        d = self.d
+        last_pos = torch.arange(B) * T + (lengths - 1 + mask.long().argmax(1))
+        onehot = torch.nn.functional.one_hot(labels, self.num_classes).to(torch.float32)
+        return lengths, bool(mask[:, 0].all()), last_pos, 1.0 / lengths.to(torch.float32)[:, None], onehot
+
+    @torch.no_grad()
+    def add_batch(self, hidden_states, mask: torch.Tensor, labels: torch.Tensor,
+                  return_features: bool = False):
+        """Add one batch. ``hidden_states``: sequence of (B, T, d) tensors (all model states);
+        ``mask`` (B, T); ``labels`` (B,) ints in 0..C-1. Texts must have at least one token.
+        Pass ``mask`` and ``labels`` as host (CPU) tensors: on another device they are copied to the host,
+        which waits for the device.
+
+        Returns (mean (n, B, d), last (n, B, d)) float32 features when ``return_features``.
+        Raises :class:`NonFiniteHiddenStates` on NaN/inf (on CUDA at the next :meth:`flush`; the
+        accumulator is then unusable).
+        """
+        mask, labels = mask.to("cpu").bool(), labels.to("cpu").long()
+        lengths, right_padded, last_pos, inv_len, onehot = self._host_batch(mask, labels)
+        B, T = mask.shape
+        d, dev = self.d, self.device
         # with right padding, pad positions come after every real one and never enter a prefix sum
         # at a real position; with left padding they are zeroed before the prefix sum
-        right_padded = bool(mask[:, 0].all())
-        onehot = torch.nn.functional.one_hot(labels, self.num_classes).to(torch.float32)
-        not_pair = torch.ones(B, T, 1, dtype=torch.bool, device=self.device)
+        not_pair = torch.ones(B, T, 1, dtype=torch.bool)
         not_pair[:, :-1, 0] = ~(mask[:, :-1] & mask[:, 1:])
-        last_pos = torch.arange(B, device=self.device) * T + (lengths - 1 + mask.long().argmax(1))
-        inv_len = 1.0 / lengths.to(torch.float32)[:, None]
+        not_pair, last_pos, inv_len = not_pair.to(dev), last_pos.to(dev), inv_len.to(dev)
+        onehot = self._gemm_input(onehot.to(dev))
+        mask_dev = None if right_padded else mask.to(dev)
         if self._S.numel() < B * T * d:
-            self._S = torch.empty(B * T * d, device=self.device)
+            self._S = torch.empty(B * T * d, device=dev)
         p = self._part
         feats = []
         for i, layer in enumerate(self.layers):
-            h = hidden_states[layer].to(self.device, torch.float32)
-            if not right_padded:
-                h = torch.where(mask[..., None], h, 0.0)
+            h = hidden_states[layer].to(dev, torch.float32)
+            if mask_dev is not None:
+                h = torch.where(mask_dev[..., None], h, 0.0)
             flat = h.reshape(B * T, d)
             S = torch.cumsum(h, 1, out=self._S[: B * T * d].view(B, T, d))
             x = S.view(B * T, d).index_select(0, last_pos) * inv_len  # (B, d) mean-pooled
             S.masked_fill_(not_pair, 0.0)  # keep s_t only where h_{t+1} is a real token
-            S = S.view(B * T, d)
-            p["C0"][i].addmm_(S.T, S)
-            p["C1"][i].addmm_(S[:-1].T, flat[1:])
-            p["XX"][i].addmm_(x.T, x)
-            p["XY"][i].addmm_(x.T, onehot)
+            Sg, Hg, xg = (self._gemm_input(t) for t in (S.view(B * T, d), flat, x))
+            with _tf32_matmul() if self.precision == "tf32" and self._tensor_cores else contextlib.nullcontext():
+                self._addmm(p["C0"][i], Sg.T, Sg)
+                self._addmm(p["C1"][i], Sg[:-1].T, Hg[1:])
+                self._addmm(p["XX"][i], xg.T, xg)
+                self._addmm(p["XY"][i], xg.T, onehot)
             p["sum_x"][i].add_(x.sum(0))
-            if not (torch.isfinite(x).all() and torch.isfinite(p["C0"][i].diagonal()).all()
-                    and torch.isfinite(p["C1"][i].diagonal()).all()):
-                raise NonFiniteHiddenStates(
-                    f"non-finite hidden states at layer {layer}: typically float16 overflow; rerun with "
-                    "--dtype float32 (or bfloat16). Nothing was written.")
+            self._nonfinite[i] |= ~(torch.isfinite(x).all() & torch.isfinite(p["C0"][i].diagonal()).all()
+                                    & torch.isfinite(p["C1"][i].diagonal()).all())
             if return_features:
                 feats.append((x, flat.index_select(0, last_pos)))
-        self.class_counts += torch.bincount(labels.cpu(), minlength=self.num_classes)
+        if self._check_every_batch:
+            self._raise_if_nonfinite()
+        self.class_counts += torch.bincount(labels, minlength=self.num_classes)
         self.n_texts += B
         self.n_tokens += int(lengths.sum())
         self.n_pairs += int(lengths.sum()) - B
         self._pending += 1
         if self._pending >= self.flush_every:
-            self.flush()
+            self.flush(check=False)
         if return_features:
             return torch.stack([f[0] for f in feats]), torch.stack([f[1] for f in feats])
         return None
 
-    def flush(self) -> None:
-        """Add the float32 partial sums to the float64 totals and reset them."""
-        if not self._pending:
-            return
-        for k, part in self._part.items():
-            total = getattr(self, k)
-            for i in range(len(self.layers)):  # per layer: a d×d float64 temporary, not n×d×d
-                total[i].add_(part[i].double())
-            part.zero_()
-        self._pending = 0
+    def _raise_if_nonfinite(self) -> None:
+        if self._nonfinite.any():  # a host read of a device flag: waits for the device
+            layer = self.layers[int(self._nonfinite.int().argmax())]
+            raise NonFiniteHiddenStates(
+                f"non-finite hidden states at layer {layer}: typically float16 overflow; rerun with "
+                "--dtype float32 (or bfloat16). Nothing was written.")
+
+    def flush(self, check: bool = True) -> None:
+        """Add the float32 partial sums to the float64 totals and reset them (device work only); with
+        ``check``, raise :class:`NonFiniteHiddenStates` if any batch so far had NaN/inf (one device sync)."""
+        if self._pending:
+            for k, part in self._part.items():
+                total = getattr(self, k)
+                for i in range(len(self.layers)):  # per layer: a d×d float64 temporary, not n×d×d
+                    total[i].add_(part[i].double())
+                part.zero_()
+            self._pending = 0
+        if check:
+            self._raise_if_nonfinite()
 
     def to_stats(self, meta: dict | None = None) -> Stats:
         """The totals as a :class:`~ntps.artifacts.Stats` (CPU float64)."""

@@ -38,9 +38,50 @@ def pad_batch(ids: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, 
     return out.to(device), mask.to(device)
 
 
-def length_sorted_shards(lengths: np.ndarray, batch_size: int, shard_size: int) -> list[list[np.ndarray]]:
-    """Shards of batches of text indices, texts sorted by (length, index) so that padding is small."""
+DEFAULT_CUDA_BATCH_TOKENS = 16384  # provisional: to be confirmed by bench/gpu_cache_bench.py on a GPU
+
+
+def batch_token_budget(max_batch_tokens: int | None, device) -> int:
+    """Padded tokens per batch (0 = fixed batches of texts): ``None`` → off on the CPU (its batches are
+    small enough), :data:`DEFAULT_CUDA_BATCH_TOKENS` on CUDA."""
+    if max_batch_tokens is None:
+        return DEFAULT_CUDA_BATCH_TOKENS if torch.device(device).type == "cuda" else 0
+    if max_batch_tokens < 0:
+        raise ValueError(f"max_batch_tokens must be >= 0 (0 = off), got {max_batch_tokens}")
+    return max_batch_tokens
+
+
+def _token_budget_bounds(sorted_lengths: np.ndarray, max_batch_tokens: int) -> list[int]:
+    """Batch boundaries over ascending lengths: texts × longest length <= max_batch_tokens (a longer
+    text forms a batch alone)."""
+    bounds, start = [0], 0
+    for j, length in enumerate(sorted_lengths.tolist()):
+        if j > start and (j - start + 1) * length > max_batch_tokens:
+            start = j
+            bounds.append(j)
+    return bounds + [len(sorted_lengths)] if len(sorted_lengths) else [0]
+
+
+def length_sorted_shards(lengths: np.ndarray, batch_size: int, shard_size: int,
+                         max_batch_tokens: int = 0) -> list[list[np.ndarray]]:
+    """Shards of batches of text indices, texts sorted by (length, index) so that padding is small.
+
+    Batches hold ``batch_size`` texts, or with ``max_batch_tokens`` > 0 as many texts as fit in that many
+    padded tokens (batch size × longest length, padding included). A shard holds whole batches: a multiple
+    of ``batch_size`` texts up to ``shard_size``, or with a token budget batches up to ``shard_size`` texts
+    (at least one batch).
+    """
     order = np.lexsort((np.arange(len(lengths)), lengths))
+    if max_batch_tokens:
+        bounds = _token_budget_bounds(np.asarray(lengths)[order], max_batch_tokens)
+        shards, count = [], 0
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            if not shards or count + b - a > shard_size:
+                shards.append([])
+                count = 0
+            shards[-1].append(order[a:b])
+            count += b - a
+        return shards
     per_shard = max(1, shard_size // batch_size) * batch_size
     shards = []
     for s in range(0, len(order), per_shard):
