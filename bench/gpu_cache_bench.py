@@ -184,6 +184,27 @@ def gemm_profile(net, mode: str, batches, ids, labels, device, dims, n_batches: 
             "gemm_share": round(gemm / total, 3) if total else None}
 
 
+def rounding_check(device: torch.device, d: int = 1024, B: int = 8, T: int = 512) -> list[dict]:
+    """Relative errors of XX, C0, C1 at each rounded precision against float32 on the CPU, computed on ``device``
+    and with the CPU emulation of the rounding, for the same states (random, offset like hidden states): whether
+    bench/stats_precision.py's CPU numbers carry over to this device's tensor cores."""
+    H = torch.randn(B, T, d, generator=torch.Generator().manual_seed(0)) + torch.linspace(-3, 3, d)
+    mask, labels = torch.ones(B, T, dtype=torch.long), torch.arange(B) % 2
+
+    def sums(precision, dev):
+        acc = StatsAccumulator([0], d, 2, device=dev, precision=precision)
+        acc.add_batch([H.to(dev)], mask, labels)
+        return acc.to_stats().layers[0]
+
+    ref, rows = sums("float32", "cpu"), []
+    for precision in PRECISIONS[1:]:
+        got = {"device": sums(precision, device), "cpu_emulation": sums(precision, "cpu")}
+        rows.append({"precision": precision, **{f"{where}_rel_err_{k}": float(
+            (getattr(s, k) - getattr(ref, k)).norm() / getattr(ref, k).norm()) for where, s in got.items()
+            for k in ("XX", "C0", "C1")}})
+    return rows
+
+
 def batchings(lengths: np.ndarray, batch_size: int, budgets: list[int]) -> dict[str, list[np.ndarray]]:
     """Named batch lists of the length-sorted texts (cache.py's order), fixed size then token budgets."""
     out = {f"{batch_size} texts": [b for s in length_sorted_shards(lengths, batch_size, len(lengths)) for b in s]}
@@ -234,7 +255,7 @@ def bench_model(args, out: Path, name: str, device: torch.device, sets: dict) ->
 
 
 def summary(rows: list[dict]) -> None:
-    print(f"\n{'model':11} {'texts':6} {'batching':13} {'bare tok/s':>11} " +
+    print(f"\n{'model':18} {'texts':6} {'batching':13} {'bare tok/s':>11} " +
           " ".join(f"{m:>16}" for m in ("float32", "tf32", "bf16")) + "   (ratio, peak GiB)")
     keys = dict.fromkeys((r["model"], r["texts"], r["batching"]) for r in rows)
     for key in keys:
@@ -242,7 +263,7 @@ def summary(rows: list[dict]) -> None:
         bare = by_mode.get("bare", {}).get("tokens_per_s")
         cells = [(f"{by_mode[m]['ratio']}× {by_mode[m]['peak_GiB']}" if m in by_mode else "-")
                  for m in ("float32", "tf32", "bf16")]
-        print(f"{key[0]:11} {key[1]:6} {key[2]:13} {bare!s:>11} " + " ".join(f"{c:>16}" for c in cells))
+        print(f"{key[0]:18} {key[1]:6} {key[2]:13} {bare!s:>11} " + " ".join(f"{c:>16}" for c in cells))
 
 
 def main(argv=None) -> int:
@@ -265,11 +286,14 @@ def main(argv=None) -> int:
         for shape in SHAPES.values():
             shape.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                          num_key_value_heads=2, vocab_size=49152)
-        args.n_short, args.n_long, args.batch_size, args.budgets, args.profile_budget = 48, 6, 16, [256], 256
+        args.n_short, args.n_long, args.batch_size, args.budgets, args.profile_budget = 48, 6, 16, [1024], 1024
+        args.models = args.models.split(",")[-1]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     log(out, step="env", torch=torch.__version__, cuda=torch.version.cuda, smoke=args.smoke,
         device=torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu", time=time.strftime("%F %T"))
+    for row in rounding_check(device):
+        log(out, step="rounding check", **row)
     rng = np.random.default_rng(0)
     sets = {"short": text_set("short", args.n_short, 512, rng), "long": text_set("long", args.n_long, 512, rng)}
     rows = []

@@ -14,11 +14,13 @@ round-off). Partial sums are accumulated in float32 on the compute device by fus
 read of the totals): the float64 conversion of 3·d² numbers per layer costs more than the GEMMs
 on a CPU if done for every small batch, and over 8 batches float32 adds < 1e-6 relative error.
 
-The GEMM inputs may be rounded for tensor cores (``precision``: ``tf32`` or ``bf16``; the prefix sums,
-the accumulation and the float64 totals stay float32/float64); on other devices than CUDA that rounding
-is emulated (same numbers, no speed-up). No device value is read on the host per batch: the mask and
-the labels are checked on the host (pass host tensors), counts are host integers, and the finiteness
-of the sums is a device flag read by :meth:`StatsAccumulator.flush` (on the CPU after every batch).
+The GEMM inputs may be rounded for tensor cores (``precision``: ``tf32``, ``bf16``, or ``bf16x3``, each input
+split as hi + lo in bf16 and three products summed; the prefix sums, the accumulation and the float64 totals
+stay float32/float64); on other devices than CUDA that rounding is emulated (same numbers, no speed-up).
+
+No device value is read on the host per batch: the mask and the labels are checked on the host (pass host
+tensors), counts are host integers, and the finiteness of the sums is a device flag read by
+:meth:`StatsAccumulator.flush` (on the CPU after every batch).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import torch
 
 from .artifacts import LayerSums, Stats
 
-PRECISIONS = ("float32", "tf32", "bf16")
+PRECISIONS = ("float32", "tf32", "bf16", "bf16x3")
 
 
 class NonFiniteHiddenStates(ValueError):
@@ -62,6 +64,15 @@ def _round_tf32(t: torch.Tensor) -> torch.Tensor:
     return ((t.view(torch.int32) + 0x1000) & -0x2000).view(torch.float32)
 
 
+def _mm_to_float32(device: torch.device) -> bool:
+    """Whether this torch multiplies bf16 matrices into a float32 result on ``device`` (torch >= 2.8)."""
+    one = torch.ones(1, 1, dtype=torch.bfloat16, device=device)
+    try:
+        return torch.mm(one, one, out_dtype=torch.float32).dtype == torch.float32
+    except (TypeError, RuntimeError, NotImplementedError):
+        return False
+
+
 @contextlib.contextmanager
 def _tf32_matmul():
     """cuBLAS float32 GEMMs on TF32 tensor cores inside the block only (the forward pass keeps its setting)."""
@@ -84,7 +95,8 @@ class StatsAccumulator:
     """Float64 totals of SPEC §1 for ``layers`` (indices into ``hidden_states``), width ``d``.
 
     ``precision`` (one of :data:`PRECISIONS`) rounds the inputs of the per-batch GEMMs: ``float32`` (exact
-    float32 products), ``tf32`` (10-bit mantissa), ``bf16`` (8-bit mantissa); products are summed in float32.
+    float32 products), ``tf32`` (10-bit mantissa), ``bf16`` (7-bit), ``bf16x3`` (hi·hi + hi·lo + lo·hi of a bf16
+    split, ~16 bits, 2-3 GEMMs a sum); products are summed in float32. README, Benchmarks: their cost in NTPS.
     """
 
     def __init__(self, layers: list[int], d: int, num_classes: int, device="cpu", flush_every: int = 8,
@@ -95,6 +107,8 @@ class StatsAccumulator:
         self.precision = resolve_precision(precision, self.device)
         # tensor cores for tf32/bf16 on CUDA; the meta device takes the same path (tests check its shapes/dtypes)
         self._tensor_cores = self.precision != "float32" and self.device.type in ("cuda", "meta")
+        if self._tensor_cores and self.precision.startswith("bf16") and not _mm_to_float32(self.device):
+            self._tensor_cores = False  # float32 GEMMs of the bf16 values: the same numbers, slower
         n = len(self.layers)
         z = lambda *s, dtype=torch.float64: torch.zeros(*s, dtype=dtype, device=self.device)  # noqa: E731
         # float64 totals, stacked over layers: (n, d, d) etc.
@@ -110,21 +124,35 @@ class StatsAccumulator:
         self.class_counts = torch.zeros(num_classes, dtype=torch.int64)
         self.n_texts = self.n_tokens = self.n_pairs = 0
 
-    def _gemm_input(self, t: torch.Tensor) -> torch.Tensor:
-        """``t`` (float32) as the statistic GEMMs read it."""
+    def _gemm_input(self, t: torch.Tensor, bf16_exact: bool = False) -> list[torch.Tensor]:
+        """``t`` (float32) as the statistic GEMMs read it: [t rounded], or [hi, lo] (t ≈ hi + lo) for bf16x3
+        unless ``t`` holds bf16 values (``bf16_exact``)."""
         if self.precision == "float32" or (self.precision == "tf32" and self._tensor_cores):
-            return t
+            return [t]
         if self.precision == "tf32":
-            return _round_tf32(t)
-        return t.bfloat16() if self._tensor_cores else t.bfloat16().float()
+            return [_round_tf32(t)]
+        hi = t.bfloat16()
+        parts = [hi] if self.precision == "bf16" or bf16_exact else [hi, (t - hi.float()).bfloat16()]
+        return parts if self._tensor_cores else [x.float() for x in parts]
 
     @staticmethod
-    def _addmm(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
-        """out (float32) += a @ b, bf16 inputs on CUDA tensor cores with a float32 result."""
-        if a.dtype == torch.bfloat16:
-            out.add_(torch.mm(a, b, out_dtype=torch.float32))
-        else:
-            out.addmm_(a, b)
+    def _addmm(out: torch.Tensor, a: list[torch.Tensor], b: list[torch.Tensor]) -> None:
+        """out (float32) += (Σ a_i) @ (Σ b_j) without the lo·lo term; bf16 inputs on CUDA tensor cores with a
+        float32 result (bf16 products are exact in float32, so the emulation on float32 values agrees)."""
+        for i, ai in enumerate(a):
+            for bj in b[: 2 - i]:
+                if ai.dtype == torch.bfloat16:
+                    out.add_(torch.mm(ai, bj, out_dtype=torch.float32))
+                else:
+                    out.addmm_(ai, bj)
+
+    def _add_gram(self, out: torch.Tensor, a: list[torch.Tensor]) -> None:
+        """out += AᵀA for A = hi (+ lo) as hiᵀhi + (P + Pᵀ), P = hiᵀlo: symmetric to the last bit, one GEMM less."""
+        self._addmm(out, [a[0].T], a[:1])
+        if len(a) == 2:
+            P = torch.zeros_like(out)
+            self._addmm(P, [a[0].T], a[1:])
+            out.add_(P + P.T)
 
     def _host_batch(self, mask: torch.Tensor, labels: torch.Tensor):
         """Checks on the host mask/labels; (lengths, right_padded, last_pos, inv_len, onehot) host tensors."""
@@ -160,7 +188,7 @@ class StatsAccumulator:
         not_pair = torch.ones(B, T, 1, dtype=torch.bool)
         not_pair[:, :-1, 0] = ~(mask[:, :-1] & mask[:, 1:])
         not_pair, last_pos, inv_len = not_pair.to(dev), last_pos.to(dev), inv_len.to(dev)
-        onehot = self._gemm_input(onehot.to(dev))
+        onehot = self._gemm_input(onehot.to(dev), bf16_exact=True)
         mask_dev = None if right_padded else mask.to(dev)
         if self._S.numel() < B * T * d:
             self._S = torch.empty(B * T * d, device=dev)
@@ -174,12 +202,13 @@ class StatsAccumulator:
             S = torch.cumsum(h, 1, out=self._S[: B * T * d].view(B, T, d))
             x = S.view(B * T, d).index_select(0, last_pos) * inv_len  # (B, d) mean-pooled
             S.masked_fill_(not_pair, 0.0)  # keep s_t only where h_{t+1} is a real token
-            Sg, Hg, xg = (self._gemm_input(t) for t in (S.view(B * T, d), flat, x))
+            Sg, xg = self._gemm_input(S.view(B * T, d)), self._gemm_input(x)
+            Hg = self._gemm_input(flat, bf16_exact=hidden_states[layer].dtype == torch.bfloat16)
             with _tf32_matmul() if self.precision == "tf32" and self._tensor_cores else contextlib.nullcontext():
-                self._addmm(p["C0"][i], Sg.T, Sg)
-                self._addmm(p["C1"][i], Sg[:-1].T, Hg[1:])
-                self._addmm(p["XX"][i], xg.T, xg)
-                self._addmm(p["XY"][i], xg.T, onehot)
+                self._add_gram(p["C0"][i], Sg)
+                self._addmm(p["C1"][i], [s[:-1].T for s in Sg], [h[1:] for h in Hg])
+                self._add_gram(p["XX"][i], xg)
+                self._addmm(p["XY"][i], [s.T for s in xg], onehot)
             p["sum_x"][i].add_(x.sum(0))
             self._nonfinite[i] |= ~(torch.isfinite(x).all() & torch.isfinite(p["C0"][i].diagonal()).all()
                                     & torch.isfinite(p["C1"][i].diagonal()).all())
