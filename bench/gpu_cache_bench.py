@@ -256,13 +256,13 @@ def bench_model(args, out: Path, name: str, device: torch.device, sets: dict) ->
 
 def summary(rows: list[dict]) -> None:
     print(f"\n{'model':18} {'texts':6} {'batching':13} {'bare tok/s':>11} " +
-          " ".join(f"{m:>16}" for m in ("float32", "tf32", "bf16")) + "   (ratio, peak GiB)")
+          " ".join(f"{m:>16}" for m in PRECISIONS) + "   (ratio to bare, peak GiB)")
     keys = dict.fromkeys((r["model"], r["texts"], r["batching"]) for r in rows)
     for key in keys:
         by_mode = {r["mode"]: r for r in rows if (r["model"], r["texts"], r["batching"]) == key}
         bare = by_mode.get("bare", {}).get("tokens_per_s")
-        cells = [(f"{by_mode[m]['ratio']}× {by_mode[m]['peak_GiB']}" if m in by_mode else "-")
-                 for m in ("float32", "tf32", "bf16")]
+        cells = [(f"{by_mode[m]['ratio']}× {by_mode[m]['peak_GiB'] or '-'}" if m in by_mode else "-")
+                 for m in PRECISIONS]
         print(f"{key[0]:18} {key[1]:6} {key[2]:13} {bare!s:>11} " + " ".join(f"{c:>16}" for c in cells))
 
 
@@ -270,13 +270,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "gpu_cache_bench.jsonl"))
     p.add_argument("--models", default="qwen2-7b-random,qwen2-0.5b-random")
-    p.add_argument("--n_short", type=int, default=3000, help="short texts (vader-movies train has 7029)")
-    p.add_argument("--n_long", type=int, default=192, help="long texts, truncated to 512 tokens")
+    p.add_argument("--n_short", type=int, default=2500, help="short texts (vader-movies train has 7029)")
+    p.add_argument("--n_long", type=int, default=160, help="long texts, truncated to 512 tokens")
     p.add_argument("--batch_size", type=int, default=64, help="fixed batching: texts per batch")
-    p.add_argument("--budgets", default="4096,16384,65536", help="token budgets (padded tokens per batch)")
+    p.add_argument("--budgets", default="16384,4096,65536", help="token budgets (padded tokens per batch)")
     p.add_argument("--profile_budget", type=int, default=16384, help="batching profiled with torch.profiler")
     p.add_argument("--precisions", default=",".join(PRECISIONS))
-    p.add_argument("--deadline_s", type=float, default=420, help="skip the remaining measurements after this")
+    p.add_argument("--deadline_s", type=float, default=390, help="start no measurement after this many seconds")
     p.add_argument("--smoke", action="store_true", help="CPU, tiny config, a few batches: checks this script")
     args = p.parse_args(argv)
     args.budgets = [int(x) for x in args.budgets.split(",") if x]

@@ -170,3 +170,18 @@ def test_cache_loop_calls_no_item_cpu_or_tolist_per_batch(tiny_llama, tmp_path, 
         counts.append(0)
         run_cache(tiny_llama, tmp_path / str(n), "--max_samples", str(n))
     assert counts[0] == counts[1], counts
+
+
+def test_bf16x3_keeps_the_squares_of_the_low_parts_on_the_diagonal():
+    v, lo = 1 + 2**-9 + 2**-10, 2**-9 + 2**-10  # bf16 splits v exactly: hi = 1, lo
+    hs, mask = [torch.full((1, 2, 3), v)], torch.ones(1, 2, dtype=torch.long)
+    out = {}
+    for precision in ("float32", "bf16x3"):
+        acc = StatsAccumulator([0], 3, 2, precision=precision)
+        acc.add_batch(hs, mask, torch.tensor([1]))
+        out[precision] = acc.to_stats().layers[0]
+    for k in ("C0", "XX"):  # one text: C0 = s_1 s_1ᵀ = XX = v² everywhere
+        exact, split = getattr(out["float32"], k), getattr(out["bf16x3"], k)
+        assert torch.equal(split.diagonal(), exact.diagonal())  # a biased diagonal would move NTPS by ~1e-3
+        off = ~torch.eye(3, dtype=torch.bool)
+        assert torch.equal(exact[off] - split[off], torch.full((6,), lo**2, dtype=torch.float64))

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ntps.accumulate import PRECISIONS
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -24,7 +26,7 @@ def test_gpu_cache_bench_smoke_writes_ratios_memory_and_phases(tmp_path):
     assert len(cells) == 2 * 2  # text sets × (fixed, one token budget), one model
     for cell in cells:
         modes = {r["mode"]: r for r in measured if (r["model"], r["texts"], r["batching"]) == cell}
-        assert set(modes) == {"bare", "float32", "tf32", "bf16"}, cell
+        assert set(modes) == {"bare", *PRECISIONS}, cell
         assert modes["bare"]["ratio"] == 1.0 and all(r["tokens_per_s"] > 0 and r["ratio"] > 0 for r in modes.values())
         assert modes["bf16"]["phase_ms_per_batch"]["stats"] > 0 and modes["bare"]["phase_ms_per_batch"]["stats"] < 1
         assert {r["source"] for r in modes.values()} == {"synthetic"}
@@ -32,8 +34,8 @@ def test_gpu_cache_bench_smoke_writes_ratios_memory_and_phases(tmp_path):
     packed = [r for r in measured if r["batching"] == "1024 tokens" and r["texts"] == "short"]
     assert fixed[0]["n_tokens"] == packed[0]["n_tokens"] and packed[0]["n_batches"] < fixed[0]["n_batches"]
     profiles = [r for r in records if r["step"] == "gemm profile"]
-    assert len(profiles) == 2 * 3 and all(0 < r["gemm_share"] <= 1 for r in profiles)
+    assert len(profiles) == 2 * len(PRECISIONS) and all(0 < r["gemm_share"] <= 1 for r in profiles)
     checks = {r["precision"]: r for r in records if r["step"] == "rounding check"}
-    assert set(checks) == {"tf32", "bf16"}  # on the CPU both sides are the emulation
+    assert set(checks) == set(PRECISIONS[1:])  # on the CPU both sides are the emulation
     assert all(r["device_rel_err_C0"] == r["cpu_emulation_rel_err_C0"] > 0 for r in checks.values())
     assert records[-1]["step"] == "done" and "ratio" in proc.stdout
