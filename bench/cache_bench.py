@@ -70,14 +70,15 @@ def main(argv=None):
             torch.cuda.reset_peak_memory_stats()
         peak = {}
         for idx in batches:
-            x, mask = pad_batch([ids[i] for i in idx], tok.pad_token_id, device)
+            x, mask = pad_batch([ids[i] for i in idx], tok.pad_token_id, "cpu")  # as cache.py: host mask
+            x, mask_dev = x.to(device), mask.to(device)
             sync(device)
             t, c = time.perf_counter(), time.process_time()
-            net(input_ids=x, attention_mask=mask, output_hidden_states=True, use_cache=False)
+            net(input_ids=x, attention_mask=mask_dev, output_hidden_states=True, use_cache=False)
             sync(device)
             t_a, c_a = t_a + time.perf_counter() - t, c_a + time.process_time() - c
             t, c = time.perf_counter(), time.process_time()
-            hs = net(input_ids=x, attention_mask=mask, output_hidden_states=True, use_cache=False).hidden_states
+            hs = net(input_ids=x, attention_mask=mask_dev, output_hidden_states=True, use_cache=False).hidden_states
             acc.add_batch(hs, mask, labels[idx])
             sync(device)
             t_b, c_b = t_b + time.perf_counter() - t, c_b + time.process_time() - c

@@ -55,10 +55,9 @@ def test_token_budget_default_is_off_on_the_cpu_only():
 
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory):
-    path = tmp_path_factory.mktemp("fast_models") / "llama"
-    tok = make_tokenizer()
-    tiny_model("llama", vocab_size=len(tok)).save_pretrained(path)
-    tok.save_pretrained(path)
+    path, tok = tmp_path_factory.mktemp("fast_models"), make_tokenizer()
+    for part in (tiny_model("llama", vocab_size=len(tok)), tok):
+        part.save_pretrained(path)
     return path
 
 
