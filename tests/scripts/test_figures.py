@@ -1,67 +1,21 @@
-"""Figure scripts: the paper's r values (SPEC §4) and headless rendering from JSON and CSV."""
+"""Figure scripts (fig_plot/): headless rendering from the shipped JSON and from our CSV (the paper's r values
+recomputed from the shipped data, and the plotting font: unit/test_figure_data.py)."""
 
 from __future__ import annotations
 
 import json
 import logging
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import spearmanr
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from fig_plot import common, fig1, fig2, fig3, make_all
+from tests.paper_values import SPEC_R
 
-from fig_plot import common, fig1, fig2, fig3, make_all  # noqa: E402
-from ntps import plotting  # noqa: E402
-
-DATA = ROOT / "fig_plot" / "data"
-
-# SPEC §4, typed in: Spearman r printed in the paper (Fig. 2 ACC, Fig. 2 MSE, Fig. 3 LoRA gain).
-SPEC_R = {
-    "Qwen/Qwen2-0.5B": (0.69, 0.70, 0.77),
-    "Qwen/Qwen2-1.5B": (0.64, 0.68, 0.67),
-    "Qwen/Qwen2-7B": (0.82, 0.68, 0.59),
-    "apple/OpenELM-270M": (0.57, 0.42, 0.87),
-    "apple/OpenELM-450M": (0.52, 0.46, 0.87),
-    "apple/OpenELM-1_1B": (0.73, 0.43, 0.90),
-    "apple/OpenELM-3B": (0.66, 0.73, 0.52),
-    "meta-llama/Meta-Llama-3-8B": (0.72, 0.52, 0.40),
-}
 FAST = ["--dpi", "40"]
-
-
-def _raw_r(model: str) -> tuple[float, float, float]:
-    """The three r straight from the JSON with scipy: acc; ranks of MSE reversed; ranks of gain reversed."""
-    f21, f22, f3 = (json.loads((DATA / f).read_text()) for f in ("fig2_1.json", "fig2_2.json", "fig3.json"))
-    acc = spearmanr([v["align_score"] for v in f21[model].values()],
-                    [v["metric_data"] for v in f21[model].values()])[0]
-    mse = spearmanr([v["align_score"] for v in f22[model].values()],
-                    [-v["metric_data"] for v in f22[model].values()])[0]
-    gain = spearmanr([v["align_score"] for v in f3[model].values()],
-                     [-(v["lora_acc"] - v["linear_acc"]) for v in f3[model].values()])[0]
-    return acc, mse, gain
-
-
-@pytest.mark.parametrize("model", list(SPEC_R))
-def test_paper_r_recomputed_from_json_equals_spec(model):
-    assert [f"{r:.2f}" for r in _raw_r(model)] == [f"{r:.2f}" for r in SPEC_R[model]]
-
-
-def test_shipped_data_is_the_authors(tmp_path):
-    shared = ROOT.parent / "shared" / "paper_data"
-    names = ("fig1.json", "fig2_1.json", "fig2_2.json", "fig3.json")
-    for name in names:
-        assert json.loads((DATA / name).read_text())  # parses
-    assert "Yu-Ang Cheng" in (DATA / "README.md").read_text()
-    if not shared.is_dir():
-        pytest.skip(f"{shared} (the authors' release) is not here to compare the bytes with")
-    for name in names:
-        assert (DATA / name).read_bytes() == (shared / name).read_bytes(), name
 
 
 def test_make_all_on_paper_data_renders_every_figure_quietly(tmp_path, capsys, caplog):
@@ -83,25 +37,6 @@ def test_make_all_on_paper_data_renders_every_figure_quietly(tmp_path, capsys, c
         assert [round(saved[p][short], 2) for p in ("fig2_acc", "fig2_mse", "fig3")] == [acc, mse, gain]
     assert not [r for r in caplog.records if "findfont" in r.getMessage()]
     assert not [w for w in caught if "matplotlib" in str(w.filename) or "font" in str(w.message).lower()]
-
-
-def test_font_fallback_is_silent(caplog):
-    assert plotting.available_font(("No Such Font", "DejaVu Sans")) == "DejaVu Sans"
-    import io
-
-    import matplotlib
-    import matplotlib.pyplot as plt
-    from matplotlib import font_manager
-
-    family = plotting.setup()
-    assert family in {f.name for f in font_manager.fontManager.ttflist}  # an installed font, not a wish
-    assert matplotlib.rcParams["font.sans-serif"] == [family]
-    caplog.set_level(logging.WARNING, logger="matplotlib.font_manager")
-    fig, ax = plt.subplots()
-    ax.set_title("NTPS")
-    fig.savefig(io.BytesIO(), format="png")
-    plt.close(fig)
-    assert not [r for r in caplog.records if "findfont" in r.getMessage()]
 
 
 def _tidy_csv(path: Path) -> Path:
@@ -147,14 +82,14 @@ def test_fig2_and_fig3_from_our_csv(tmp_path, capsys):
     assert [p["r"] for p in chosen] == [p["r"] for p in pts3]
 
 
-def test_fig1_on_shipped_data_and_csv_input(tmp_path):
+def test_fig1_on_shipped_data_and_csv_input(tmp_path, paper_data):
     summary = fig1.main(fig1.parse_args(["--out_dir", str(tmp_path), *FAST]))
     assert summary["U"]["joy_vs_sad_train_acc"] == 1.0  # U separates Joy from Sad
     assert summary["V"]["joy_vs_sad_train_acc"] < 1.0   # V does not
     for f in ("fig1.pdf", "fig1.png", "fig1_boundaries.json"):
         assert (tmp_path / f).is_file()
     assert (tmp_path / "fig1.pdf").read_bytes()[:4] == b"%PDF"
-    data = json.loads((DATA / "fig1.json").read_text())
+    data = json.loads((paper_data / "fig1.json").read_text())
     rows = [{"space": s, "category": c, "word": w, "x": p[0][0], "y": p[0][1]}
             for s in data for c in data[s] for w, p in zip(fig1.WORDS[c], data[s][c])]
     pd.DataFrame(rows).to_csv(tmp_path / "proj.csv", index=False)
