@@ -333,7 +333,7 @@ def _save_model(path: Path, model, tokenizer) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dirs(tmp_path_factory, make_tokenizer, make_bpe_tokenizer, tiny_model) -> dict[str, Path]:
+def model_dirs(tmp_path_factory, make_tokenizer, make_bpe_tokenizer, tiny_model) -> dict[str, Path]:
     """Saved tiny models: "llama" with the WordLevel tokenizer (eos/unk, no pad token), "qwen2" with the
     byte-level BPE (``<|endoftext|>``)."""
     root = tmp_path_factory.mktemp("tiny_models")

@@ -35,9 +35,9 @@ def home(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("kind,arch,pad", [("llama", "LlamaForCausalLM", ("</s>", "eos")),
                                             ("qwen2", "Qwen2ForCausalLM", ("<|endoftext|>", "tokenizer"))])
-def test_load_local_dir(tiny_model_dirs, kind, arch, pad):
-    model, tok, info = nm.load_model_and_tokenizer(str(tiny_model_dirs[kind]))
-    assert info["source"] == "local" and info["model"] == str(tiny_model_dirs[kind])
+def test_load_local_dir(model_dirs, kind, arch, pad):
+    model, tok, info = nm.load_model_and_tokenizer(str(model_dirs[kind]))
+    assert info["source"] == "local" and info["model"] == str(model_dirs[kind])
     assert info["architecture"] == arch
     assert (info["num_hidden_layers"], info["hidden_size"], info["n_states"]) == (2, 32, 3)
     assert info["dtype"] == "float32" and info["device"] == "cpu" and info["revision"] is None
@@ -58,8 +58,8 @@ def test_load_local_dir(tiny_model_dirs, kind, arch, pad):
     json.dumps(info)  # metadata must be JSON-serialisable
 
 
-def test_dtype_handling(tiny_model_dirs):
-    model, _, info = nm.load_model_and_tokenizer(str(tiny_model_dirs["llama"]), dtype="bfloat16")
+def test_dtype_handling(model_dirs):
+    model, _, info = nm.load_model_and_tokenizer(str(model_dirs["llama"]), dtype="bfloat16")
     assert info["dtype"] == "bfloat16"
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert nm.resolve_dtype("auto", "cpu") == torch.float32
@@ -69,18 +69,18 @@ def test_dtype_handling(tiny_model_dirs):
         nm.resolve_dtype("fp8")
 
 
-def test_cuda_requested_without_cuda(tiny_model_dirs):
+def test_cuda_requested_without_cuda(model_dirs):
     if torch.cuda.is_available():
         pytest.skip("CUDA present")
     with pytest.raises(ValueError, match="CUDA is not available"):
-        nm.load_model_and_tokenizer(str(tiny_model_dirs["llama"]), device="cuda")
+        nm.load_model_and_tokenizer(str(model_dirs["llama"]), device="cuda")
 
 
 @pytest.mark.parametrize("eos,unk,expected", [(False, True, "unk"), (False, False, "added")])
-def test_pad_fallback(tiny_model_dirs, tmp_path, eos, unk, expected, make_tokenizer):
+def test_pad_fallback(model_dirs, tmp_path, eos, unk, expected, make_tokenizer):
     tok_dir = tmp_path / "tok"
     make_tokenizer(eos=eos, unk=unk).save_pretrained(tok_dir)  # tokenizer-only folder
-    model, tok, info = nm.load_model_and_tokenizer(str(tiny_model_dirs["llama"]), tokenizer_name=str(tok_dir))
+    model, tok, info = nm.load_model_and_tokenizer(str(model_dirs["llama"]), tokenizer_name=str(tok_dir))
     assert info["pad_source"] == expected and info["tokenizer"] == str(tok_dir)
     assert tok.pad_token == ("<unk>" if expected == "unk" else "<pad>")
     assert model.get_input_embeddings().weight.shape[0] >= len(tok)
@@ -139,11 +139,11 @@ def _lora_config(model):
                       init_lora_weights=False)
 
 
-def test_lora_ckpt_merge_equals_peft(tiny_model_dirs, tmp_path):
+def test_lora_ckpt_merge_equals_peft(model_dirs, tmp_path):
     from peft import get_peft_model
 
     ids = torch.tensor([[3, 4, 5, 6, 7]])
-    base = LlamaForCausalLM.from_pretrained(tiny_model_dirs["llama"]).eval()
+    base = LlamaForCausalLM.from_pretrained(model_dirs["llama"]).eval()
     with torch.no_grad():
         base_logits = base(ids).logits
     torch.manual_seed(1)
@@ -152,7 +152,7 @@ def test_lora_ckpt_merge_equals_peft(tiny_model_dirs, tmp_path):
         peft_logits = peft_model(ids).logits
     peft_model.save_pretrained(tmp_path / "adapter")
 
-    model, _, info = nm.load_model_and_tokenizer(str(tiny_model_dirs["llama"]), lora_ckpt=tmp_path / "adapter")
+    model, _, info = nm.load_model_and_tokenizer(str(model_dirs["llama"]), lora_ckpt=tmp_path / "adapter")
     assert info["lora_ckpt"] == str(tmp_path / "adapter")
     assert not any("lora" in n for n, _ in model.named_modules())  # merged and unloaded
     with torch.no_grad():
@@ -161,27 +161,27 @@ def test_lora_ckpt_merge_equals_peft(tiny_model_dirs, tmp_path):
     torch.testing.assert_close(merged_logits, peft_logits, atol=1e-5, rtol=1e-4)
 
 
-def test_lora_ckpt_trained_on_headless_model(tiny_model_dirs, tmp_path):
+def test_lora_ckpt_trained_on_headless_model(model_dirs, tmp_path):
     """An adapter saved from PEFT on AutoModel (no LM head: other key prefix) still merges."""
     from peft import get_peft_model
 
     ids = torch.tensor([[3, 4, 5]])
-    headless = LlamaModel.from_pretrained(tiny_model_dirs["llama"]).eval()
+    headless = LlamaModel.from_pretrained(model_dirs["llama"]).eval()
     torch.manual_seed(2)
     peft_model = get_peft_model(headless, _lora_config(headless)).eval()
     with torch.no_grad():
         expected = peft_model(ids).last_hidden_state
     peft_model.save_pretrained(tmp_path / "adapter")
-    model, _, _ = nm.load_model_and_tokenizer(str(tiny_model_dirs["llama"]), lora_ckpt=tmp_path / "adapter")
+    model, _, _ = nm.load_model_and_tokenizer(str(model_dirs["llama"]), lora_ckpt=tmp_path / "adapter")
     assert not any("lora" in n for n, _ in model.named_modules())
     with torch.no_grad():
         got = model(ids, output_hidden_states=True).hidden_states[-1]
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
 
-def test_lora_ckpt_not_an_adapter(tiny_model_dirs, tmp_path):
+def test_lora_ckpt_not_an_adapter(model_dirs, tmp_path):
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
-        nm.load_model_and_tokenizer(str(tiny_model_dirs["llama"]), lora_ckpt=tmp_path)
+        nm.load_model_and_tokenizer(str(model_dirs["llama"]), lora_ckpt=tmp_path)
 
 
 # --- names that cannot be loaded ----------------------------------------------------------------

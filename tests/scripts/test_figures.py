@@ -1,5 +1,4 @@
-"""Figure scripts (fig_plot/): headless rendering from the shipped JSON and from our CSV (the paper's r values
-recomputed from the shipped data, and the plotting font: unit/test_figure_data.py)."""
+"""Figure scripts: the paper's r values (SPEC §4) and headless rendering from JSON and CSV."""
 
 from __future__ import annotations
 
@@ -11,11 +10,52 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import spearmanr
 
 from fig_plot import common, fig1, fig2, fig3, make_all
-from tests.paper_values import SPEC_R
+from ntps import plotting
 
+# SPEC §4, typed in: Spearman r printed in the paper (Fig. 2 ACC, Fig. 2 MSE, Fig. 3 LoRA gain).
+SPEC_R = {
+    "Qwen/Qwen2-0.5B": (0.69, 0.70, 0.77),
+    "Qwen/Qwen2-1.5B": (0.64, 0.68, 0.67),
+    "Qwen/Qwen2-7B": (0.82, 0.68, 0.59),
+    "apple/OpenELM-270M": (0.57, 0.42, 0.87),
+    "apple/OpenELM-450M": (0.52, 0.46, 0.87),
+    "apple/OpenELM-1_1B": (0.73, 0.43, 0.90),
+    "apple/OpenELM-3B": (0.66, 0.73, 0.52),
+    "meta-llama/Meta-Llama-3-8B": (0.72, 0.52, 0.40),
+}
 FAST = ["--dpi", "40"]
+
+
+def _raw_r(data: Path, model: str) -> tuple[float, float, float]:
+    """The three r straight from the JSON with scipy: acc; ranks of MSE reversed; ranks of gain reversed."""
+    f21, f22, f3 = (json.loads((data / f).read_text()) for f in ("fig2_1.json", "fig2_2.json", "fig3.json"))
+    acc = spearmanr([v["align_score"] for v in f21[model].values()],
+                    [v["metric_data"] for v in f21[model].values()])[0]
+    mse = spearmanr([v["align_score"] for v in f22[model].values()],
+                    [-v["metric_data"] for v in f22[model].values()])[0]
+    gain = spearmanr([v["align_score"] for v in f3[model].values()],
+                     [-(v["lora_acc"] - v["linear_acc"]) for v in f3[model].values()])[0]
+    return acc, mse, gain
+
+
+@pytest.mark.parametrize("model", list(SPEC_R))
+def test_paper_r_recomputed_from_json_equals_spec(model, paper_data):
+    assert [f"{r:.2f}" for r in _raw_r(paper_data, model)] == [f"{r:.2f}" for r in SPEC_R[model]]
+
+
+def test_shipped_data_is_the_authors(paper_data, repo_root):
+    shared = repo_root.parent / "shared" / "paper_data"
+    names = ("fig1.json", "fig2_1.json", "fig2_2.json", "fig3.json")
+    for name in names:
+        assert json.loads((paper_data / name).read_text())  # parses
+    assert "Yu-Ang Cheng" in (paper_data / "README.md").read_text()
+    if not shared.is_dir():
+        pytest.skip(f"{shared} (the authors' release) is not here to compare the bytes with")
+    for name in names:
+        assert (paper_data / name).read_bytes() == (shared / name).read_bytes(), name
 
 
 def test_make_all_on_paper_data_renders_every_figure_quietly(tmp_path, capsys, caplog):
@@ -37,6 +77,25 @@ def test_make_all_on_paper_data_renders_every_figure_quietly(tmp_path, capsys, c
         assert [round(saved[p][short], 2) for p in ("fig2_acc", "fig2_mse", "fig3")] == [acc, mse, gain]
     assert not [r for r in caplog.records if "findfont" in r.getMessage()]
     assert not [w for w in caught if "matplotlib" in str(w.filename) or "font" in str(w.message).lower()]
+
+
+def test_font_fallback_is_silent(caplog):
+    assert plotting.available_font(("No Such Font", "DejaVu Sans")) == "DejaVu Sans"
+    import io
+
+    import matplotlib
+    import matplotlib.pyplot as plt
+    from matplotlib import font_manager
+
+    family = plotting.setup()
+    assert family in {f.name for f in font_manager.fontManager.ttflist}  # an installed font, not a wish
+    assert matplotlib.rcParams["font.sans-serif"] == [family]
+    caplog.set_level(logging.WARNING, logger="matplotlib.font_manager")
+    fig, ax = plt.subplots()
+    ax.set_title("NTPS")
+    fig.savefig(io.BytesIO(), format="png")
+    plt.close(fig)
+    assert not [r for r in caplog.records if "findfont" in r.getMessage()]
 
 
 def _tidy_csv(path: Path) -> Path:
