@@ -25,7 +25,7 @@ from ntps.data import DatasetUnavailableError, LabelledSplit, load_split
 from ntps.data.__main__ import main as data_main
 from ntps.io import ntps_home
 
-FIX = Path(__file__).resolve().parent / "fixtures"
+FIX = Path(__file__).resolve().parents[1] / "fixtures"
 CSV = FIX / "tiny_sentiment.csv"  # 40 rows, labels "positive"/"negative"
 JSONL = FIX / "tiny_topics.jsonl"  # 40 rows, integer labels 0, 1, 2
 _REAL_HOME = os.environ.get("NTPS_HOME")  # before the autouse fixture isolates each test

@@ -3,23 +3,10 @@
 import numpy as np
 import pytest
 import torch
-from naive import naive_ntps
 
 from ntps.linalg import generalized_eigh, whiten
 from ntps.score import DEFAULT_FRACTIONS, excess_loss_bound, ntps_sweep, solve_layer, validate_stats, whitened_sweep
-
-
-def random_stats(rng, d=24, N=400, C=3, T=6):
-    """Sums of SPEC §1 from explicit random hidden states of N texts of T tokens."""
-    H = rng.standard_normal((N, T, d)) @ rng.standard_normal((d, d)) * 0.3 + rng.standard_normal(d)
-    X = H.mean(1)
-    y = rng.integers(0, C, N)
-    y[:C] = np.arange(C)
-    Y = np.eye(C)[y]
-    S = H.cumsum(1)[:, :-1].reshape(-1, d)
-    C0 = S.T @ S
-    C1 = S.T @ H[:, 1:].reshape(-1, d)
-    return X.T @ X, X.T @ Y, C0, C1
+from tests.naive import naive_ntps
 
 
 def planted(d=20, label_axes=(0, 1), v_order=None):
@@ -67,7 +54,7 @@ def test_random_V_averages_chance_level():
     assert np.all(np.abs(scores.mean(0) - chance) < 4 * se + 1e-3)
 
 
-def test_descending_puts_label_directions_first_and_ascending_last():
+def test_descending_puts_label_directions_first_and_ascending_last(random_stats):
     rng = np.random.default_rng(2)
     XX, XY, C0, C1 = random_stats(rng)
     desc = generalized_eigh(XX, A_factor=XY)
@@ -85,7 +72,7 @@ def test_descending_puts_label_directions_first_and_ascending_last():
 
 
 @pytest.mark.parametrize("d,N", [(24, 400), (40, 30)])  # regular and singular Σ (N < d)
-def test_equals_naive_implementation_where_unique(d, N):
+def test_equals_naive_implementation_where_unique(d, N, random_stats):
     rng = np.random.default_rng(d + N)
     stats = random_stats(rng, d=d, N=N, C=4)
     ours = ntps_sweep(solve_layer(*stats), fractions=DEFAULT_FRACTIONS)
@@ -97,7 +84,7 @@ def test_equals_naive_implementation_where_unique(d, N):
         assert ours["r_U"][0] == N and ours["r_U"][0] < d
 
 
-def test_cholesky_and_eigh_whitening_agree():
+def test_cholesky_and_eigh_whitening_agree(random_stats):
     rng = np.random.default_rng(3)
     XX, XY, C0, C1 = random_stats(rng)
     B = torch.from_numpy(C0)
@@ -115,7 +102,7 @@ def test_cholesky_and_eigh_whitening_agree():
     np.testing.assert_allclose(ntps_sweep(sol)["ntps"][m], ref[m], atol=1e-8)
 
 
-def test_invariant_to_scaling_by_N():
+def test_invariant_to_scaling_by_N(random_stats):
     rng = np.random.default_rng(4)
     stats = random_stats(rng)
     a = ntps_sweep(solve_layer(*stats))
@@ -132,7 +119,7 @@ def test_absolute_tolerance_reproduces_reference_threshold():
     assert solve_layer(XX, XY, C0, C1).U.rank == 20
 
 
-def test_same_inputs_same_scores_including_degenerate_blocks():
+def test_same_inputs_same_scores_including_degenerate_blocks(random_stats):
     rng = np.random.default_rng(5)
     stats = random_stats(rng, d=20, N=15, C=2)  # singular Σ and a 13-dim null block
     for order in ("descending", "ascending"):
@@ -155,7 +142,7 @@ def test_null_block_is_ordered_by_variance():
     assert axes == [2, 0, 1, 3, 4]
 
 
-def test_whitened_bound_holds_on_random_instances():
+def test_whitened_bound_holds_on_random_instances(random_stats):
     rng = np.random.default_rng(6)
     for _ in range(5):
         XX, XY, C0, C1 = random_stats(rng, C=3)
@@ -219,13 +206,13 @@ def test_whitened_equals_raw_when_sigma_is_identity():
     (lambda s: (np.zeros_like(s[0]), *s[1:]), "all zeros"),
     (lambda s: (*s[:3], s[3][:-1]), "must have shape"),
 ])
-def test_bad_inputs_raise_value_errors_naming_the_problem(mutate, message):
+def test_bad_inputs_raise_value_errors_naming_the_problem(mutate, message, random_stats):
     stats = random_stats(np.random.default_rng(8), d=10, N=50)
     with pytest.raises(ValueError, match=message):
         validate_stats(*mutate(stats))
 
 
-def test_bad_options_raise():
+def test_bad_options_raise(random_stats):
     stats = random_stats(np.random.default_rng(9), d=10, N=50)
     with pytest.raises(ValueError, match="order"):
         solve_layer(*stats, order="up")
@@ -236,7 +223,7 @@ def test_bad_options_raise():
         ntps_sweep(sol, ks=[0])
 
 
-def test_rank_decision_ignores_feature_units_but_atol_does_not():
+def test_rank_decision_ignores_feature_units_but_atol_does_not(random_stats):
     # a "massive activation": one feature 1e5 times larger than the others (variance 1e10 times)
     rng = np.random.default_rng(10)
     XX, XY, C0, C1 = random_stats(rng, d=30, N=400)
