@@ -165,13 +165,11 @@ def test_unknown_name_suggestions():
     assert data_main(["show", "sst3"]) == 2  # the CLI prints the message instead of a traceback
 
 
-def test_registry_names_and_aliases():
-    fig_path = Path("/work/shared/paper_data/fig2_1.json")  # the authors' figure data, if present
-    fig = json.loads(fig_path.read_text()) if fig_path.exists() else None
+def test_registry_names_and_aliases(paper_data):
+    fig = json.loads((paper_data / "fig2_1.json").read_text())  # the authors' figure data, shipped
     paper_keys = [e.paper_key for e in data.PAPER_DATASETS.values()]
     assert len(data.PAPER_DATASETS) == 12 and len(set(paper_keys)) == 12
-    if fig is not None:
-        assert set(next(iter(fig.values()))) == set(paper_keys)
+    assert set(next(iter(fig.values()))) == set(paper_keys)
     for k, e in data.PAPER_DATASETS.items():
         assert data.resolve(e.hub_id) == ("hub", k) and data.resolve(e.paper_key) == ("hub", k)
         assert e.revision is None
