@@ -304,11 +304,11 @@ def test_hub_medical_split30_and_negative_labels(fake_hub):
 def test_hub_commonsense_and_intent(fake_hub):
     datasets, store, _ = fake_hub
     ch = {"label": list("ABCDE"), "text": list("vwxyz")}
-    mk = lambda keys: datasets.Dataset.from_dict({"id": [str(i) for i in range(len(keys))],  # noqa: E731
-                                                  "question": [f"q{i}" for i in range(len(keys))],
-                                                  "choices": [ch] * len(keys), "answerKey": keys})
+    mk = lambda keys, first=0: datasets.Dataset.from_dict({  # noqa: E731 - train questions distinct (dedupe)
+        "id": [str(i) for i in range(len(keys))], "question": [f"q{first + i}" for i in range(len(keys))],
+        "choices": [ch] * len(keys), "answerKey": keys})
     store["tau/commonsense_qa"] = datasets.DatasetDict(
-        {"train": mk(list("ABCDEABCDE")), "validation": mk(list("EDCBA")), "test": mk([""] * 3)})
+        {"train": mk(list("ABCDEABCDE"), 10), "validation": mk(list("EDCBA")), "test": mk([""] * 3)})
     te = load_split("commonsense_qa", "test")
     assert te.texts[0] == "q0 (0) v (1) w (2) x (3) y (4) z" and te.labels.tolist() == [4, 3, 2, 1, 0]
     assert "validation" in te.info["test_rule"] and te.num_classes == 5
