@@ -98,7 +98,7 @@ class HubDataset(DatasetRecord):
         column = self.label_column or (self.label if isinstance(self.label, str) else "label")
         check_label_cells(self.hub_id, column, pool.labels, [f"{hub_split[t]}:{i}" for t, i in zip(tags, pool.ids)],
                           "name another column with --label_column, or use a local copy without those rows.",
-                          rows_are="rows (hub split:index)")
+                          rows_are=" as hub split:index")
         labels, variants = merge_label_variants(self.hub_id, pool.labels, self.merge_label_variants)
         pool, tags, stats = dedupe_pool(self.hub_id, pool._replace(labels=labels), tags)
         return split_by_tag(pool, tags), {**stats, **({"label_variants_merged": variants} if variants else {})}

@@ -113,16 +113,17 @@ def is_missing_label(v) -> bool:
 
 
 def check_label_cells(where: str, column: str, labels: Sequence, rows: Sequence, fix: str,
-                      rows_are: str = "rows") -> None:
+                      rows_are: str = "") -> None:
     """Raise ValueError when a label cell is missing (:func:`is_missing_label`): the message gives the
-    count, the values, the first five ``rows`` entries (each row's number as the user sees it, described
-    by ``rows_are``) and ``fix``."""
+    count, the values, the first five ``rows`` entries (each row's number as the user sees it; ``rows_are``
+    says how they count) and ``fix``."""
     bad = [k for k, v in enumerate(labels) if is_missing_label(v)]
     if bad:
         values = sorted({repr(labels[k]) for k in bad})
         raise ValueError(
             f"{where}: {len(bad)} row(s) without a label in column {column!r} (values {', '.join(values)}; "
-            f"{rows_are} {', '.join(str(rows[k]) for k in bad[:5])}{' ...' if len(bad) > 5 else ''}). Fix: {fix}")
+            f"rows {', '.join(str(rows[k]) for k in bad[:5])}{' ...' if len(bad) > 5 else ''}{rows_are}). "
+            f"Fix: {fix}")
 
 
 def label_variants(labels: Sequence) -> dict[str, dict[str, int]]:

@@ -261,5 +261,5 @@ def _local_columns(df, path: Path, text_column: str, label_column: str):
     check_label_cells(str(path), label_column, labels, range(1, len(labels) + 1),
                       f"drop those rows, or name another column with label_column= (--label_column); the file has "
                       f"{list(df.columns)}. If such a value is a real class name, rename it.",
-                      rows_are="data rows (from 1, after the header)")
+                      rows_are=", data rows counted from 1")
     return texts, labels
