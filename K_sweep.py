@@ -20,10 +20,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ntps import cli
-from ntps.artifacts import load_stats, read_meta
+from ntps.artifacts import check_meta, load_stats
 from ntps.cli import parse_float_list, parse_int_list, resolve_device
-from ntps.io import environment_info, previous_result, write_csv, write_json
+from ntps.io import environment_info, output_lock, previous_result, write_csv, write_json
 from ntps.linalg import DEFAULT_RCOND, ORDERS
+from ntps.provenance import artifact_files, cover_warnings, file_digests
 from ntps.score import DEFAULT_FRACTIONS, VARIANTS, ntps_sweep, solve_layer, whitened_sweep
 
 COLUMNS = ["layer", "fraction", "k", "k_U_nominal", "k_U", "k_V", "r_U", "r_V", "label_rank", "ntps",
@@ -67,16 +68,33 @@ def parse_args(argv=None):
 
 
 def settings_of(args, meta: dict) -> dict:
+    """The settings recorded in the JSON (the artifact's content: ``inputs``, beside them)."""
     return {"order": args.order, "variant": args.variant,
             "fractions": None if args.k else parse_float_list(args.fractions),
-            "k": parse_int_list(args.k) if args.k else None,
-            "layers": parse_int_list(args.layers, len(meta["layers"]) and max(meta["layers"]) + 1) or meta["layers"],
-            "rcond": None if args.atol is not None else args.rcond, "atol": args.atol,
-            "stats_fingerprint": meta.get("fingerprint")}
+            "k": parse_int_list(args.k, flag="--k") if args.k else None,
+            "layers": cli.select_layers(args.layers, meta["layers"], "the artifact"),
+            "rcond": None if args.atol is not None else args.rcond, "atol": args.atol}
+
+
+def check_pairs(meta: dict) -> None:
+    """``ValueError`` when no text contributed a (prefix, next state) pair: C0 and C1 are zero."""
+    if meta.get("n_pairs") == 0:
+        raise ValueError(f"every text of the artifact ({meta.get('dataset')}/{meta.get('split')}, N = "
+                         f"{meta.get('n_texts')}) is one token long after tokenisation (n_pairs = 0): texts of one "
+                         "token add nothing to C0/C1, so the autoregressive problem is empty. Fix: use longer texts "
+                         "(or a larger cache.py --max_length) and rerun cache.py")
 
 
 def summarise(rows: list[dict], meta: dict, settings: dict) -> str:
     """A short table: per layer, NTPS at a few fractions next to chance, and the best cell."""
+    text = _table(rows, meta, settings)
+    last = (meta.get("n_states") or 0) - 1
+    if any(r["layer"] == last for r in rows):
+        text += f"\n(layer {last}, the last hidden state, is taken after the model's final norm)"
+    return text
+
+
+def _table(rows: list[dict], meta: dict, settings: dict) -> str:
     ok = [r for r in rows if r["ntps"] is not None]
     if not ok:
         return "no finite scores (ranks too small for these fractions?)"
@@ -101,15 +119,22 @@ def summarise(rows: list[dict], meta: dict, settings: dict) -> str:
 
 def main(args) -> dict:
     stats_dir = cli.locate_artifact(args.stats_dir, args.output_dir, args.model, args.dataset, args.split)
-    meta = read_meta(stats_dir)
+    meta = check_meta(stats_dir)
     settings = settings_of(args, meta)
     out_dir = cli.results_dir(stats_dir, meta, args.output_dir, explicit=args.stats_dir is not None)
+    with output_lock(out_dir, "K_sweep.py", fix="pass --output_dir ROOT to write the results elsewhere"):
+        return _sweep(args, stats_dir, meta, settings, out_dir)
+
+
+def _sweep(args, stats_dir, meta: dict, settings: dict, out_dir) -> dict:
     stem = f"ntps_{args.variant}_{args.order}"
     json_path, csv_path = out_dir / f"{stem}.json", out_dir / f"{stem}.csv"
-    previous = previous_result(json_path, csv_path, settings, args.overwrite, "K_sweep.py")
+    inputs = file_digests(artifact_files(stats_dir, "meta.json", "stats.safetensors"))
+    previous = previous_result(json_path, csv_path, settings, args.overwrite, inputs)
     if previous is not None:
         print(summarise(previous["rows"], meta, settings))
         return previous
+    check_pairs(meta)
     device = resolve_device(args.device)
     rows, t0 = [], time.perf_counter()
     for layer in tqdm(settings["layers"], desc="K_sweep layers", unit="layer", file=sys.stderr):
@@ -132,8 +157,9 @@ def main(args) -> dict:
                     row[key] = None if np.isnan(v) else float(v)
             rows.append(row)
     elapsed = time.perf_counter() - t0
-    result = {"settings": settings, "rows": rows, "seconds": round(elapsed, 3), "device": str(device),
-              "stats_dir": str(stats_dir),
+    warnings = cover_warnings(meta.get("n_texts"), meta.get("d"), log)
+    result = {"settings": settings, "inputs": inputs, "warnings": warnings, "rows": rows,
+              "seconds": round(elapsed, 3), "device": str(device), "stats_dir": str(stats_dir),
               "artifact": {k: meta.get(k) for k in ("model", "revision", "dataset", "split", "n_texts", "d",
                                                    "num_classes", "dtype", "fingerprint")},
               "environment": environment_info()}

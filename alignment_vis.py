@@ -51,8 +51,9 @@ import torch
 from ntps import cli
 from ntps.artifacts import load_stats, read_meta
 from ntps.cli import resolve_device
-from ntps.io import environment_info, write_csv, write_json
+from ntps.io import environment_info, writable_dir, write_csv, write_json
 from ntps.linalg import DEFAULT_RCOND, generalized_eigh
+from ntps.provenance import artifact_files, file_digests, model_digests
 from ntps.score import solve_layer
 
 DEFAULT_WORDS = ("Joy=lovely,enjoyable,amazing,delighted;Sad=horrible,disappointing,unhappy,lonely;"
@@ -292,6 +293,13 @@ def _load_model(args, m: dict, d: int, n_states: int, meta: dict):
                          f"(model {meta.get('model')}): pass the artifact's model")
     if not m["same"]:
         log.info(f"note: projecting states of {m['name']} on directions from {meta.get('model')}")
+    elif m["lora"] == meta.get("lora_ckpt"):
+        now, then = model_digests(info, m["lora"]), meta.get("model_digests") or {}
+        changed = [k for k in ("weights_sha256", "lora_sha256", "commit") if then.get(k) and now[k] != then[k]]
+        if changed:
+            raise ValueError(f"the files of model {m['name']} changed since the artifact was computed "
+                             f"({', '.join(changed)} differ): its directions would meet states of other weights. "
+                             "Rerun cache.py --overwrite")
     return decoder_of(model), tok, info, device
 
 
@@ -302,11 +310,13 @@ def main(args) -> dict:
     n_states_meta = int(meta.get("n_states") or max(meta["layers"]) + 1)
     layer = args.layer + n_states_meta if args.layer < 0 else args.layer
     stats = load_stats(stats_dir, layers=[layer])
+    inputs = file_digests(artifact_files(stats_dir, "meta.json", "stats.safetensors"))
     m = _model_of(args, meta)
     groups = args.word_groups
     words = [w for ws in groups.values() for w in ws]
     out_dir = Path(args.out_dir or cli.results_dir(stats_dir, meta, args.output_dir, args.stats_dir is not None)
                    / "alignment_vis" / f"layer{layer}")
+    writable_dir(out_dir, "pass --out_dir or --output_dir with a writable folder")
     log.info(f"artifact {stats_dir}: {meta.get('model')} on {meta.get('dataset')}/{meta.get('split')}, "
              f"N = {stats.n_texts}, d = {stats.d}, C = {stats.num_classes}; layer {layer} (0 = embedding output)")
     log.info(f"model {m['name']}" + (f" @ {m['revision']}" if m["revision"] else "")
@@ -334,7 +344,7 @@ def main(args) -> dict:
         "tokens": {t["word"]: {"ids": t["ids"], "tokens": t["tokens"], "averaged_positions": t["positions"]}
                    for t in tokens},
         "meta": {
-            "figure": "fig1", "layer": layer, "stats_dir": str(stats_dir),
+            "figure": "fig1", "layer": layer, "stats_dir": str(stats_dir), "inputs": inputs,
             "artifact": {k: meta.get(k) for k in ("model", "dataset", "split", "n_texts", "d", "num_classes",
                                                   "fingerprint")},
             "model": m["name"], "model_info": info,

@@ -246,7 +246,7 @@ def plot_heatmap(grid: analysis.Grid, res: dict, out_dir: Path) -> list[Path]:
                      mark=(li, pi),
                      colorbar_label=f"spearman({grid.score}, {'-' if res['sign'] < 0 else ''}metric)")
     ax.set_xlabel(grid.param)
-    ax.set_ylabel("layer (0 = embeddings)")
+    ax.set_ylabel("layer (0 = embeddings, last = after the final norm)")
     ax.set_title(f"{grid.model.split('/')[-1]} · {grid.score} · {grid.metric}\n★ r={res['r_argmax']:.2f}, "
                  f"perm p={fmt(res['perm_p'])}, LODO r={fmt(res['lodo_r'], '.2f')}", fontsize=8)
     return plotting.save(fig, out_dir, f"heatmap_{grid.metric}_{slugify(grid.model)}_{grid.score}")

@@ -36,7 +36,10 @@ fraction (or k). Columns, in this order:
   own layer); then ``source``, the file the row came from.
 
 Missing files give empty columns, never a crash; unreadable or malformed files are logged and skipped
-(``--strict`` turns that into an error). Usage::
+(``--strict`` turns that into an error). So are stale results: a K_sweep, scores or probes CSV whose JSON
+records a meta.json sha256 that is no longer that of the meta.json it names (cache.py recomputed the
+statistics since) is never mixed into the table. ``{out}`` minus ``.csv`` plus ``.json`` records the
+sha256 of every file read, and the problems. Usage::
 
     python collect.py --output_dir outputs          # -> outputs/collected.csv
 """
@@ -52,7 +55,8 @@ import numpy as np
 import pandas as pd
 
 from ntps import cli
-from ntps.io import atomic_path
+from ntps.io import atomic_path, environment_info, write_json
+from ntps.provenance import file_digests, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +92,7 @@ def parse_args(argv=None):
 
 class _Problems:
     def __init__(self, strict: bool):
-        self.strict, self.items = strict, []
+        self.strict, self.items, self.read = strict, [], []
 
     def __call__(self, path: Path, why: str):
         if self.strict:
@@ -102,6 +106,7 @@ def read_json(path: Path, problems=None) -> dict:
     problems = problems or _Problems(strict=False)
     if not path.is_file():
         return {}
+    problems.read.append(path)
     try:
         obj = json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -114,6 +119,9 @@ def read_json(path: Path, problems=None) -> dict:
 
 
 def _read_csv(path: Path, problems: _Problems, required: tuple[str, ...]) -> pd.DataFrame | None:
+    if _stale(path, problems):
+        return None
+    problems.read.append(path)
     try:
         df = pd.read_csv(path)
     except (OSError, ValueError) as e:
@@ -124,6 +132,21 @@ def _read_csv(path: Path, problems: _Problems, required: tuple[str, ...]) -> pd.
         problems(path, f"missing required column(s) {missing}")
         return None
     return df
+
+
+def _stale(path: Path, problems: _Problems) -> bool:
+    """Whether the result ``path`` was computed from a meta.json that has changed since (its JSON records
+    the sha256 of each file read); reported to ``problems``."""
+    record = read_json(path.with_suffix(".json"), problems)
+    for role, entry in (record.get("inputs") or {}).items():
+        source = Path(entry.get("path", ""))
+        if not source.is_file() and role in ("meta.json", "train/meta.json"):  # a moved tree: the one beside it
+            source = path.parent / "meta.json"
+        if role.endswith("meta.json") and source.is_file() and sha256_file(source) != entry.get("sha256"):
+            problems(path, f"stale: computed from an earlier {source} (cache.py rewrote it since); rerun the "
+                           "script that wrote it")
+            return True
+    return False
 
 
 def _bool(v):
@@ -258,10 +281,12 @@ def dataset_metrics(split_dir: Path, problems: _Problems) -> tuple[dict, pd.Data
     return out, layer_probes
 
 
-def collect(root: str | Path, split: str = "train", strict: bool = False) -> pd.DataFrame:
-    """The long table of the module docstring (empty table if nothing found)."""
+def collect(root: str | Path, split: str = "train", strict: bool = False, problems: _Problems | None = None
+            ) -> pd.DataFrame:
+    """The long table of the module docstring (empty table if nothing found); ``problems`` collects the
+    files read and the problems (default: a fresh one with ``strict``)."""
     root = Path(root)
-    problems = _Problems(strict)
+    problems = problems or _Problems(strict)
     frames = []
     for split_dir in sorted(p for p in root.glob(f"*/*/{split}") if p.is_dir()):
         ds_dir, model_dir = split_dir.parent, split_dir.parent.parent
@@ -344,10 +369,14 @@ def main(args) -> pd.DataFrame:
     root = Path(args.output_dir)
     if not root.is_dir():
         raise ValueError(f"output root {root} does not exist")
-    table = collect(root, split=args.split, strict=args.strict)
+    problems = _Problems(args.strict)
+    table = collect(root, split=args.split, problems=problems)
     out = Path(args.out) if args.out else root / "collected.csv"
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)
+    write_json(out.with_suffix(".json"), {"inputs": file_digests({str(p): p for p in sorted(set(problems.read))}),
+                                          "problems": problems.items, "rows": len(table),
+                                          "environment": environment_info()})
     pairs = table[["model", "dataset"]].drop_duplicates()
     log.info("%d rows, %d model(s), %d model x dataset pair(s), scores %s -> %s", len(table),
              table["model"].nunique(), len(pairs), sorted(table["score"].unique()), out)

@@ -5,8 +5,15 @@ log-loss; StandardScaler + LinearRegression on one-hot labels -> MSE (mean over 
 Both are fitted on the train features and scored in-sample (the paper's protocol) and, when the test
 features exist, on the test split. No forward pass: the features come from cache.py.
 
-Writes ``probes_sklearn.csv`` (columns layer,split,acc,log_loss,mse) and ``probes_sklearn.json``
-(settings, rows, environment) beside the train features; with ``--pooling last`` the files are
+The paper's saga fit stops at tol 0.01, often short of the optimum: beside its numbers (acc, log_loss) come
+those of the converged fit (acc_converged, log_loss_converged: lbfgs, tol 1e-6), the iterations of both and
+whether each converged; a fit that did not converge, or a paper fit more than 0.01 in-sample accuracy from
+the converged one, is logged and listed under ``warnings`` in the JSON. Train and test features of other
+models, layers, max_length or label mappings are refused.
+
+Writes ``probes_sklearn.csv`` (columns layer,split,acc,log_loss,mse,acc_converged,log_loss_converged,
+saga_n_iter,saga_converged,lbfgs_n_iter,lbfgs_converged) and ``probes_sklearn.json`` (settings, the sha256
+of every file read, warnings, rows, environment) beside the train features; with ``--pooling last`` the files are
 ``probes_sklearn_last.*``. When ``stats.safetensors`` sits beside the features, the JSON also holds
 the closed-form least-squares MSE from the sums (computed from float32 features, so it differs from
 the sklearn MSE on float16 features by round-off only).
@@ -19,17 +26,17 @@ Examples:
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
 from pathlib import Path
 
 from ntps import cli
-from ntps.cli import parse_int_list
-from ntps.io import atomic_path, environment_info, write_json
-from ntps.probes import LR_KWARGS, load_features, ls_mse_from_stats, sklearn_probes
+from ntps.io import environment_info, output_lock, write_csv, write_json
+from ntps.probes import CONVERGED_KWARGS, FEATURE_FILES, LR_KWARGS, load_features, ls_mse_from_stats, probe_both
+from ntps.provenance import check_same_source, cover_warnings, file_digests
 
-COLUMNS = ["layer", "split", "acc", "log_loss", "mse"]
+COLUMNS = ["layer", "split", "acc", "log_loss", "mse", "acc_converged", "log_loss_converged", "saga_n_iter",
+           "saga_converged", "lbfgs_n_iter", "lbfgs_converged"]
 log = logging.getLogger(__name__)
 
 
@@ -51,50 +58,50 @@ def parse_args(argv=None):
     return cli.parse(p, argv)
 
 
-def _select_layers(spec: str, available: list[int]) -> list[int]:
-    try:
-        wanted = parse_int_list(spec, max(available) + 1) if available else None
-    except ValueError as e:
-        raise ValueError(f"layers {spec!r} were not saved by cache.py (saved: {available})") from e
-    if wanted is None:
-        return list(available)
-    missing = [layer for layer in wanted if layer not in available]
-    if missing:
-        raise ValueError(f"layers {missing} were not saved by cache.py (saved: {available})")
-    return wanted
+def _locate(args):
+    """(train features directory, test features directory or None)."""
+    train_dir = cli.locate_artifact(args.features_dir, args.output_dir, args.model, args.dataset, args.split)
+    if args.test_features_dir is None:
+        test_dir = train_dir.parent / "test"
+        return train_dir, (test_dir if (test_dir / "labels.npy").is_file() else None)
+    return train_dir, (None if str(args.test_features_dir).lower() == "none" else Path(args.test_features_dir))
 
 
 def main(args) -> dict:
     t0 = time.perf_counter()
-    train_dir = cli.locate_artifact(args.features_dir, args.output_dir, args.model, args.dataset, args.split)
-    if args.test_features_dir is None:
-        test_dir = train_dir.parent / "test"
-        test_dir = test_dir if (test_dir / "labels.npy").is_file() else None
-    else:
-        test_dir = None if str(args.test_features_dir).lower() == "none" else Path(args.test_features_dir)
+    train_dir, test_dir = _locate(args)
     feats, labels, meta = load_features(train_dir, args.pooling)
     test = load_features(test_dir, args.pooling) if test_dir is not None else None
-    layers = _select_layers(args.layers, list(meta["layers"]))
+    layers = cli.select_layers(args.layers, meta["layers"], f"the features in {train_dir}")
     C = int(meta["num_classes"])
     if test is not None:
-        t_feats, t_labels, t_meta = test
-        if list(t_meta["layers"]) != list(meta["layers"]) or t_feats.shape[2] != feats.shape[2] \
-                or int(t_meta["num_classes"]) != C:
-            raise ValueError(f"{test_dir} does not match {train_dir} (layers, d or classes differ); recompute "
-                             "both with the same cache.py settings")
+        check_same_source(meta, test[2], f"the train features {train_dir}", f"the test features {test_dir}")
+        if test[0].shape[2] != feats.shape[2] or int(test[2]["num_classes"]) != C:
+            raise ValueError(f"{test_dir} does not match {train_dir} (d or classes differ); recompute both with the "
+                             "same cache.py settings")
+    out_dir = cli.results_dir(train_dir, meta, args.output_dir, explicit=args.features_dir is not None)
+    with output_lock(out_dir, "linear_sklearn.py", fix="pass --output_dir ROOT to write the results elsewhere"):
+        return _probe(args, t0, train_dir, test_dir, feats, labels, meta, test, layers, out_dir)
+
+
+def _probe(args, t0, train_dir, test_dir, feats, labels, meta, test, layers, out_dir) -> dict:
+    C = int(meta["num_classes"])
     log.info(f"{meta.get('model')} on {meta.get('dataset')}: N={len(labels)} train"
              + (f", {len(test[1])} test" if test else " (no test features: in-sample only)")
              + f", d={feats.shape[2]}, C={C}, {len(layers)} layers, {args.pooling} pooling")
-
+    warnings = cover_warnings(len(labels), feats.shape[2], log)
     rows = []
     for layer in layers:
         i = list(meta["layers"]).index(layer)
         kw = {"X_test": test[0][i], "y_test": test[1]} if test else {}
-        res = sklearn_probes(feats[i], labels, C, seed=args.solver_seed, **kw)
+        res, notes = probe_both(feats[i], labels, C, seed=args.solver_seed, where=f"layer {layer}", **kw)
+        for note in notes:
+            log.warning(note)
+        warnings += notes
         for split, r in res.items():
             rows.append({"layer": layer, "split": split, **r})
-        shown = "  ".join(f"{s}: acc {r['acc']:.4f} log-loss {r['log_loss']:.4f} mse {r['mse']:.5f}"
-                          for s, r in res.items())
+        shown = "  ".join(f"{s}: acc {r['acc']:.4f} (converged fit {r['acc_converged']:.4f}) log-loss "
+                          f"{r['log_loss']:.4f} mse {r['mse']:.5f}" for s, r in res.items())
         log.info(f"layer {layer:>3}  {shown}")
 
     closed_form = None
@@ -104,17 +111,19 @@ def main(args) -> dict:
         except (ValueError, KeyError) as e:  # an older or partial artifact: the probes stand alone
             log.warning(f"closed-form MSE skipped: {e}")
 
-    out_dir = cli.results_dir(train_dir, meta, args.output_dir, explicit=args.features_dir is not None)
     stem = "probes_sklearn" if args.pooling == "mean" else f"probes_sklearn_{args.pooling}"
-    with atomic_path(out_dir / f"{stem}.csv") as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
+    names = ["meta.json", "labels.npy", FEATURE_FILES[args.pooling]] + (["stats.safetensors"] if closed_form else [])
+    inputs = file_digests({f"{split}/{n}": d / n for split, d in (("train", train_dir), ("test", test_dir))
+                           if d is not None for n in names if (d / n).is_file()})
+    write_csv(out_dir / f"{stem}.csv", rows, COLUMNS)
     result = {
         "settings": {"pooling": args.pooling, "layers": layers, "seed": args.solver_seed,
-                     "logistic_regression": LR_KWARGS, "scaler": "StandardScaler",
+                     "logistic_regression": LR_KWARGS, "logistic_regression_converged": CONVERGED_KWARGS,
+                     "scaler": "StandardScaler",
                      "mse": "LinearRegression on one-hot labels, mean over samples and classes",
-                     "protocol": "fit on train; 'train' rows in-sample (paper), 'test' rows held out"},
+                     "protocol": "fit on train; 'train' rows in-sample (paper), 'test' rows held out; acc, log_loss: "
+                                 "the paper's saga fit; acc_converged, log_loss_converged: the converged fit"},
+        "inputs": inputs, "warnings": warnings,
         "features_dir": str(train_dir), "test_features_dir": str(test_dir) if test else None,
         "artifact": {k: meta.get(k) for k in ("model", "dataset", "split", "n_texts", "d", "num_classes",
                                               "label_names", "fingerprint")},

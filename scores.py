@@ -35,10 +35,10 @@ import time
 from tqdm.auto import tqdm
 
 from ntps import cli
-from ntps.artifacts import load_stats, read_meta
+from ntps.artifacts import check_meta, load_stats
 from ntps.baselines import all_baselines
-from ntps.cli import parse_int_list
-from ntps.io import environment_info, previous_result, write_csv, write_json
+from ntps.io import environment_info, output_lock, previous_result, write_csv, write_json
+from ntps.provenance import artifact_files, cover_warnings, file_digests
 from ntps.report import fmt
 
 log = logging.getLogger(__name__)
@@ -62,13 +62,13 @@ def parse_args(argv=None):
 
 
 def settings_of(args, meta: dict) -> dict:
-    """The settings recorded in scores.json; ``ValueError`` for layers outside the artifact."""
-    n_layers = len(meta["layers"]) and max(meta["layers"]) + 1
-    try:
-        layers = parse_int_list(args.layers, n_layers) or list(meta["layers"])
-    except ValueError as e:
-        raise ValueError(f"--layers {args.layers}: {e}") from e
-    return {"layers": layers, "ridge_alpha": float(args.ridge_alpha), "stats_fingerprint": meta.get("fingerprint")}
+    """The settings recorded in scores.json (the artifact's content: ``inputs``, beside them); ``ValueError``
+    for layers outside the artifact or an artifact of fewer than two classes."""
+    if int(meta.get("num_classes") or 0) < 2:
+        raise ValueError(f"the artifact ({meta.get('dataset')}/{meta.get('split')}) has {meta.get('num_classes')} "
+                         "class(es): the baselines need at least two. Fix: check --label_column and rerun cache.py")
+    return {"layers": cli.select_layers(args.layers, meta["layers"], "the artifact"),
+            "ridge_alpha": float(args.ridge_alpha)}
 
 
 def layer_row(layer: int, sums, class_counts, n_texts: int, ridge_alpha: float) -> tuple[dict, str | None]:
@@ -94,16 +94,23 @@ def summarise(rows: list[dict], meta: dict) -> str:
 
 def main(args) -> dict:
     stats_dir = cli.locate_artifact(args.stats_dir, args.output_dir, args.model, args.dataset, args.split)
-    meta = read_meta(stats_dir)
+    meta = check_meta(stats_dir)
     settings = settings_of(args, meta)
     out_dir = cli.results_dir(stats_dir, meta, args.output_dir, explicit=args.stats_dir is not None)
+    with output_lock(out_dir, "scores.py", fix="pass --output_dir ROOT to write the results elsewhere"):
+        return _scores(args, stats_dir, meta, settings, out_dir)
+
+
+def _scores(args, stats_dir, meta: dict, settings: dict, out_dir) -> dict:
     json_path, csv_path = out_dir / f"{OUT_STEM}.json", out_dir / f"{OUT_STEM}.csv"
-    previous = previous_result(json_path, csv_path, settings, args.overwrite, "scores.py")
+    inputs = file_digests(artifact_files(stats_dir, "meta.json", "stats.safetensors"))
+    previous = previous_result(json_path, csv_path, settings, args.overwrite, inputs)
     if previous is not None:
         print(summarise(previous["rows"], meta))
         return previous
     log.info("%s: %d layers, ridge_alpha %g", stats_dir, len(settings["layers"]), settings["ridge_alpha"])
-    rows, warnings, t0 = [], [], time.perf_counter()
+    rows, t0 = [], time.perf_counter()
+    warnings = cover_warnings(meta.get("n_texts"), meta.get("d"), log)
     for layer in tqdm(settings["layers"], desc="scores layers", unit="layer", file=sys.stderr):
         s = load_stats(stats_dir, layers=[layer])
         row, warning = layer_row(layer, s.layers[layer], s.class_counts, s.n_texts, settings["ridge_alpha"])
@@ -112,7 +119,7 @@ def main(args) -> dict:
             warnings.append(warning)
         rows.append(row)
     elapsed = time.perf_counter() - t0
-    result = {"settings": settings, "columns": COLUMNS, "rows": rows, "warnings": warnings,
+    result = {"settings": settings, "inputs": inputs, "columns": COLUMNS, "rows": rows, "warnings": warnings,
               "seconds": round(elapsed, 3), "stats_dir": str(stats_dir),
               "artifact": {k: meta.get(k) for k in ARTIFACT_KEYS}, "environment": environment_info()}
     write_json(json_path, result)

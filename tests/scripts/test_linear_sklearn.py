@@ -27,7 +27,8 @@ def test_linear_sklearn_end_to_end(tmp_path, toy_features, write_features):
     res = linear_sklearn.main(linear_sklearn.parse_args(["--features_dir", str(train_dir),
                                                          "--layers", "5,-1"]))
     rows = list(csv.DictReader(open(train_dir / "probes_sklearn.csv")))
-    assert list(rows[0]) == ["layer", "split", "acc", "log_loss", "mse"]
+    assert list(rows[0]) == ["layer", "split", "acc", "log_loss", "mse", "acc_converged", "log_loss_converged",
+                            "saga_n_iter", "saga_converged", "lbfgs_n_iter", "lbfgs_converged"]
     assert [(r["layer"], r["split"]) for r in rows] == [("5", "train"), ("5", "test"), ("10", "train"),
                                                       ("10", "test")]
     data = json.loads((train_dir / "probes_sklearn.json").read_text())
