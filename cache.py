@@ -296,7 +296,8 @@ def main(args) -> Path:
     t_start = time.perf_counter()
     data = load_split(args.dataset, args.split, max_samples=args.max_samples or None, seed=args.seed,
                       text_column=args.text_column, label_column=args.label_column, test_file=args.test_file,
-                      revision=args.dataset_revision)
+                      revision=args.dataset_revision, encoding=args.encoding,
+                      merge_label_variants=args.merge_label_variants)
     _check_data(data, args.split)
     out_dir = run_dir(args.output_dir, args.model, data.info.get("dataset", args.dataset), args.split)
     with output_lock(out_dir, "cache.py") if rank == 0 else contextlib.nullcontext():

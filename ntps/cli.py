@@ -206,6 +206,11 @@ def add_data_args(p: argparse.ArgumentParser, *, split: str | None = "train", lo
     g.add_argument("--text_column", default=None, help="text column of a local file or hub dataset")
     g.add_argument("--label_column", default=None, help="label column of a local file or hub dataset")
     g.add_argument("--test_file", default=None, help="separate test file for a local dataset")
+    g.add_argument("--encoding", default="utf-8", help="text encoding of a local file (e.g. latin-1)")
+    g.add_argument("--merge_label_variants", action="store_true",
+                   help="merge labels of a local file or hub dataset that differ only in case or surrounding "
+                        "whitespace (spam / Spam / ' spam ') into the most frequent spelling; without it they are "
+                        "an error")
     g.add_argument("--max_samples", type=int, default=max_samples, help=max_samples_help)
     if max_eval_samples:
         g.add_argument("--max_eval_samples", type=int, default=None,

@@ -236,6 +236,8 @@ class TrainConfig:
     text_column: str | None
     label_column: str | None
     test_file: str | None
+    encoding: str = "utf-8"
+    merge_label_variants: bool = False
     max_samples: int | None
     max_eval_samples: int | None
     seed: int
@@ -724,7 +726,8 @@ def _load_data(cfg: TrainConfig):
     from .data import load_split
 
     kw = dict(seed=cfg.seed, text_column=cfg.text_column, label_column=cfg.label_column,
-              test_file=cfg.test_file, revision=cfg.dataset_revision)
+              test_file=cfg.test_file, revision=cfg.dataset_revision, encoding=cfg.encoding,
+              merge_label_variants=cfg.merge_label_variants)
     train = load_split(cfg.dataset, "train", max_samples=cfg.max_samples or None, **kw)
     test = load_split(cfg.dataset, "test", max_samples=cfg.max_eval_samples or None, **kw)
     if test.num_classes != train.num_classes:

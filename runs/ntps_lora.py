@@ -126,6 +126,7 @@ def _data_argv(args) -> list[str]:
     for flag in ("dataset_revision", "text_column", "label_column", "test_file"):
         if getattr(args, flag) is not None:
             argv += [f"--{flag}", str(getattr(args, flag))]
+    argv += ["--encoding", args.encoding] + (["--merge_label_variants"] if args.merge_label_variants else [])
     return argv
 
 

@@ -196,3 +196,23 @@ def test_one_token_texts_name_the_cause_and_the_fix(model, tmp_path):
     with pytest.raises(ValueError, match="one token long.*add nothing to C0/C1.*Fix: use longer texts"):
         run(K_sweep, "--stats_dir", out)
     assert len(run(scores, "--stats_dir", out)["rows"]) == 3  # the baselines need no pairs
+
+
+# --- item 11 and 15 through the scripts: --merge_label_variants and --encoding reach load_split ------------
+
+
+def test_label_variants_and_encoding_flags_reach_the_data(tmp_path, no_model):
+    data = rows(40)
+    for r in data[::4]:
+        r["label"] = r["label"].upper()
+    variants = write_csv(tmp_path / "variants.csv", data)
+    with pytest.raises(ValueError, match="--merge_label_variants"):
+        run(cache, *cache_argv("m", variants, tmp_path / "out"))
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("text,label\n".encode() + "".join(f"caf\u00e9 {r['text']},{r['label'].lower()}\n"
+                                                         for r in data).encode("latin-1"))
+    with pytest.raises(ValueError, match="--encoding latin-1"):
+        run(cache, *cache_argv("m", latin, tmp_path / "out"))
+    for argv in ([variants, "--merge_label_variants"], [latin, "--encoding", "latin-1"]):  # data pass, model refused
+        with pytest.raises(AssertionError, match="the model was loaded before the check"):
+            run(cache, *cache_argv("m", argv[0], tmp_path / "out", *argv[1:]))
