@@ -209,7 +209,7 @@ def test_label_variants_and_encoding_flags_reach_the_data(tmp_path, no_model):
     with pytest.raises(ValueError, match="--merge_label_variants"):
         run(cache, *cache_argv("m", variants, tmp_path / "out"))
     latin = tmp_path / "latin.csv"
-    latin.write_bytes("text,label\n".encode() + "".join(f"caf\u00e9 {r['text']},{r['label'].lower()}\n"
+    latin.write_bytes(b"text,label\n" + "".join(f"caf\u00e9 {r['text']},{r['label'].lower()}\n"
                                                          for r in data).encode("latin-1"))
     with pytest.raises(ValueError, match="--encoding latin-1"):
         run(cache, *cache_argv("m", latin, tmp_path / "out"))
