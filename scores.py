@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from ntps import cli
 from ntps.artifacts import load_stats, read_meta
-from ntps.baselines import all_baselines
+from ntps.baselines import LOGME_CONVENTIONS, all_baselines
 from ntps.cli import parse_int_list
 from ntps.io import environment_info, previous_result, write_csv, write_json
 from ntps.report import fmt
@@ -55,6 +55,9 @@ def parse_args(argv=None):
     g = cli.add_artifact_args(p)
     cli.add_layers_arg(g)
     g.add_argument("--ridge_alpha", type=float, default=1.0, help="penalty of the ridge probe (ridge_mse)")
+    g.add_argument("--logme_convention", choices=LOGME_CONVENTIONS, default="paper",
+                   help="paper = the evidence as the paper defines it; reference = thuml/LogME's code (differs "
+                        "when N <= d: ntps.baselines.logme)")
     cli.add_output_args(p, default=None, help="output root: results go to {output_dir}/{model}/{dataset}/{split} "
                         "of the artifact (default: beside the artifact)", overwrite="recompute even if results exist")
     cli.alias(p, "--data_path", "--stats_dir")
@@ -68,14 +71,19 @@ def settings_of(args, meta: dict) -> dict:
         layers = parse_int_list(args.layers, n_layers) or list(meta["layers"])
     except ValueError as e:
         raise ValueError(f"--layers {args.layers}: {e}") from e
-    return {"layers": layers, "ridge_alpha": float(args.ridge_alpha), "stats_fingerprint": meta.get("fingerprint")}
+    settings = {"layers": layers, "ridge_alpha": float(args.ridge_alpha), "stats_fingerprint": meta.get("fingerprint")}
+    if args.logme_convention != "paper":  # recorded only when not the default, so earlier results stay valid
+        settings["logme_convention"] = args.logme_convention
+    return settings
 
 
-def layer_row(layer: int, sums, class_counts, n_texts: int, ridge_alpha: float) -> tuple[dict, str | None]:
+def layer_row(layer: int, sums, class_counts, n_texts: int, ridge_alpha: float,
+              logme_convention: str = "paper") -> tuple[dict, str | None]:
     """One row of scores.csv and a warning when the baselines could not be computed."""
     row = {"layer": layer, "d": int(sums.XX.shape[0]), "n_texts": int(n_texts)}
     try:
-        row.update(all_baselines(sums, class_counts, n_texts, ridge_alpha=ridge_alpha))
+        row.update(all_baselines(sums, class_counts, n_texts, ridge_alpha=ridge_alpha,
+                                 logme_convention=logme_convention))
     except ValueError as e:  # e.g. an artifact whose sum_x or counts disagree with XY
         row.update(dict.fromkeys(BASELINES))
         return row, f"layer {layer}: baselines not computed: {e}"
@@ -106,7 +114,8 @@ def main(args) -> dict:
     rows, warnings, t0 = [], [], time.perf_counter()
     for layer in tqdm(settings["layers"], desc="scores layers", unit="layer", file=sys.stderr):
         s = load_stats(stats_dir, layers=[layer])
-        row, warning = layer_row(layer, s.layers[layer], s.class_counts, s.n_texts, settings["ridge_alpha"])
+        row, warning = layer_row(layer, s.layers[layer], s.class_counts, s.n_texts, settings["ridge_alpha"],
+                                 args.logme_convention)
         if warning:
             log.warning(warning)
             warnings.append(warning)
