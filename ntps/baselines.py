@@ -373,7 +373,8 @@ def _logme_reference(S: _Sums, rcond) -> float:
     C = int(np.flatnonzero(S.counts)[-1]) + 1  # the released code's classes: 0 .. the largest label present
     x2 = np.zeros((k, C))
     x2[:r] = (Q[:, :r].T @ S.XY[:, :C]) ** 2 / w[:r, None]
-    res_x2 = S.counts[:C] - x2.sum(axis=0)
+    # ‖y‖² − Σ x² is ≥ 0 exactly, and 0 when the features span R^N; from the sums it is clipped (as for the paper)
+    res_x2 = np.zeros(C) if r == N else np.maximum(S.counts[:C] - x2.sum(axis=0), 0.0)
     ev = [_logme_reference_column(w[:k], x2[:, j], float(res_x2[j]), N, d) for j in range(C)]
     return float(np.mean(ev) / N)
 
