@@ -20,6 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ntps import cli
+from ntps.api import BOUND_COLUMNS, SCORE_COLUMNS
 from ntps.artifacts import check_meta, load_stats
 from ntps.cli import parse_float_list, parse_int_list, resolve_device
 from ntps.io import environment_info, output_lock, previous_result, write_csv, write_json
@@ -27,9 +28,7 @@ from ntps.linalg import DEFAULT_RCOND, ORDERS
 from ntps.provenance import artifact_files, cover_warnings, file_digests
 from ntps.score import DEFAULT_FRACTIONS, VARIANTS, ntps_sweep, solve_layer, whitened_sweep
 
-COLUMNS = ["layer", "fraction", "k", "k_U_nominal", "k_U", "k_V", "r_U", "r_V", "label_rank", "ntps",
-           "chance", "unique"]
-BOUND_COLUMNS = ["excess", "lower", "upper"]
+COLUMNS = SCORE_COLUMNS
 log = logging.getLogger(__name__)
 
 

@@ -55,6 +55,7 @@ import numpy as np
 import pandas as pd
 
 from ntps import cli
+from ntps.api import BASELINE_COLUMNS
 from ntps.io import atomic_path, environment_info, write_json
 from ntps.provenance import file_digests, sha256_file
 
@@ -62,7 +63,7 @@ log = logging.getLogger(__name__)
 
 KEY_COLS = ["model", "dataset", "model_slug", "dataset_slug", "split", "score", "layer", "fraction", "k", "value"]
 DETAIL_COLS = ["chance", "k_U", "k_V", "r_U", "r_V", "label_rank", "unique", "lower", "upper", "n_texts", "d"]
-BASELINES = ["logme", "h_score", "ls_mse", "ridge_mse"]
+BASELINES = BASELINE_COLUMNS[3:]  # logme, h_score, ls_mse, ridge_mse
 PROBE_METRICS = ["acc", "log_loss", "mse"]
 PROBE_SPLITS = ["train", "test"]
 PROBE_COLS = [f"probe_{s}_{m}" for s in PROBE_SPLITS for m in PROBE_METRICS]

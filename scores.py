@@ -35,16 +35,17 @@ import time
 from tqdm.auto import tqdm
 
 from ntps import cli
+from ntps.api import BASELINE_COLUMNS
 from ntps.artifacts import check_meta, load_stats
-from ntps.baselines import all_baselines
+from ntps.baselines import LOGME_CONVENTIONS, all_baselines
 from ntps.io import environment_info, output_lock, previous_result, write_csv, write_json
 from ntps.provenance import artifact_files, cover_warnings, file_digests
 from ntps.report import fmt
 
 log = logging.getLogger(__name__)
 
-BASELINES = ["logme", "h_score", "ls_mse", "ridge_mse"]
-COLUMNS = ["layer", "d", "n_texts", *BASELINES]
+COLUMNS = BASELINE_COLUMNS
+BASELINES = COLUMNS[3:]  # logme, h_score, ls_mse, ridge_mse
 OUT_STEM = "scores"
 ARTIFACT_KEYS = ("model", "revision", "dataset", "split", "n_texts", "d", "num_classes", "dtype",
                  "max_length", "max_samples", "fingerprint")
@@ -55,6 +56,9 @@ def parse_args(argv=None):
     g = cli.add_artifact_args(p)
     cli.add_layers_arg(g)
     g.add_argument("--ridge_alpha", type=float, default=1.0, help="penalty of the ridge probe (ridge_mse)")
+    g.add_argument("--logme_convention", choices=LOGME_CONVENTIONS, default="paper",
+                   help="paper = the evidence as the paper defines it; reference = thuml/LogME's code (differs "
+                        "when N <= d: ntps.baselines.logme)")
     cli.add_output_args(p, default=None, help="output root: results go to {output_dir}/{model}/{dataset}/{split} "
                         "of the artifact (default: beside the artifact)", overwrite="recompute even if results exist")
     cli.alias(p, "--data_path", "--stats_dir")
@@ -67,15 +71,20 @@ def settings_of(args, meta: dict) -> dict:
     if int(meta.get("num_classes") or 0) < 2:
         raise ValueError(f"the artifact ({meta.get('dataset')}/{meta.get('split')}) has {meta.get('num_classes')} "
                          "class(es): the baselines need at least two. Fix: check --label_column and rerun cache.py")
-    return {"layers": cli.select_layers(args.layers, meta["layers"], "the artifact"),
-            "ridge_alpha": float(args.ridge_alpha)}
+    settings = {"layers": cli.select_layers(args.layers, meta["layers"], "the artifact"),
+                "ridge_alpha": float(args.ridge_alpha)}
+    if args.logme_convention != "paper":  # recorded only when not the default, so earlier results stay valid
+        settings["logme_convention"] = args.logme_convention
+    return settings
 
 
-def layer_row(layer: int, sums, class_counts, n_texts: int, ridge_alpha: float) -> tuple[dict, str | None]:
+def layer_row(layer: int, sums, class_counts, n_texts: int, ridge_alpha: float,
+              logme_convention: str = "paper") -> tuple[dict, str | None]:
     """One row of scores.csv and a warning when the baselines could not be computed."""
     row = {"layer": layer, "d": int(sums.XX.shape[0]), "n_texts": int(n_texts)}
     try:
-        row.update(all_baselines(sums, class_counts, n_texts, ridge_alpha=ridge_alpha))
+        row.update(all_baselines(sums, class_counts, n_texts, ridge_alpha=ridge_alpha,
+                                 logme_convention=logme_convention))
     except ValueError as e:  # e.g. an artifact whose sum_x or counts disagree with XY
         row.update(dict.fromkeys(BASELINES))
         return row, f"layer {layer}: baselines not computed: {e}"
@@ -113,7 +122,8 @@ def _scores(args, stats_dir, meta: dict, settings: dict, out_dir) -> dict:
     warnings = cover_warnings(meta.get("n_texts"), meta.get("d"), log)
     for layer in tqdm(settings["layers"], desc="scores layers", unit="layer", file=sys.stderr):
         s = load_stats(stats_dir, layers=[layer])
-        row, warning = layer_row(layer, s.layers[layer], s.class_counts, s.n_texts, settings["ridge_alpha"])
+        row, warning = layer_row(layer, s.layers[layer], s.class_counts, s.n_texts, settings["ridge_alpha"],
+                                 args.logme_convention)
         if warning:
             log.warning(warning)
             warnings.append(warning)
