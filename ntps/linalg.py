@@ -173,11 +173,11 @@ def _max_asymmetry(B: torch.Tensor, block: int = 256) -> float:
 
 
 def _largest_ritz_value(op, like: torch.Tensor, steps: int = LANCZOS_STEPS) -> float:
-    """Largest eigenvalue of the symmetric operator ``op`` on vectors like the columns of the
-    (n, n) ``like`` (X (n, k) -> (n, k)): Rayleigh–Ritz on
-    the Krylov space of a seeded random start (Lanczos with full reorthogonalisation). A lower
-    bound; for ``steps`` = 16 within a factor 2 with probability > 1 - 1e-7 whatever the spectrum
-    (Kuczyński & Woźniakowski 1992), and far closer when λ_max is separated from the rest."""
+    """Largest eigenvalue of the symmetric operator ``op`` (X (n, k) -> (n, k), n = like.shape[0],
+    dtype and device of ``like``): Rayleigh–Ritz on the Krylov space of a seeded random start
+    (Lanczos with full reorthogonalisation). A lower bound; for ``steps`` = 16 within a factor 2
+    with probability > 1 - 1e-7 whatever the spectrum (Kuczyński & Woźniakowski 1992), and far
+    closer when λ_max is separated from the rest."""
     n = like.shape[0]
     k = min(steps, n)
     Q = torch.zeros(n, k, dtype=like.dtype, device=like.device)

@@ -13,8 +13,8 @@ Conventions (documented in the README):
   :mod:`ntps.linalg`. ``k_U_nominal`` keeps the unclamped value.
 * ``NTPS = ‖P_V U_k‖²_F / ‖U_k‖²_F`` in raw coordinates (U columns Σ-orthonormal, as the
   reference), with chance level ``k_V / d``. ``k_U = 0`` or ``k_V = 0`` gives NaN.
-* Nested subspaces: one QR of the ordered V and one product ``Qᵀ U`` serve every k through
-  2-D prefix sums; no projector or pseudo-inverse is formed per fraction.
+* Nested subspaces: one Householder QR of the ordered V, applied as ``Qᵀ U`` without forming
+  Q, serves every k through 2-D prefix sums; no projector or pseudo-inverse is formed per fraction.
 * The whitened variant (SPEC §2.2) uses the top-``label_rank`` perception directions in
   Σ-whitened coordinates and the bound ``λ_r r (1 − NTPS̃) ≤ Δ(V) ≤ λ_1 r (1 − NTPS̃)``.
 """
