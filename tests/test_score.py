@@ -84,7 +84,8 @@ def test_descending_puts_label_directions_first_and_ascending_last():
     assert torch.allclose(G, torch.eye(G.shape[0], dtype=G.dtype), atol=1e-9)
 
 
-@pytest.mark.parametrize("d,N", [(24, 400), (40, 30)])  # regular and singular Σ (N < d)
+@pytest.mark.parametrize("d,N", [(24, 400), (40, 30), (300, 200)])  # regular and singular Σ (N < d)
+# d = 300: Σ is singular; C0 admits a Cholesky factor but has an eigenvalue below tol, so both take eigh
 def test_equals_naive_implementation_where_unique(d, N):
     rng = np.random.default_rng(d + N)
     stats = random_stats(rng, d=d, N=N, C=4)
