@@ -13,8 +13,8 @@ Conventions (documented in the README):
   :mod:`ntps.linalg`. ``k_U_nominal`` keeps the unclamped value.
 * ``NTPS = ‖P_V U_k‖²_F / ‖U_k‖²_F`` in raw coordinates (U columns Σ-orthonormal, as the
   reference), with chance level ``k_V / d``. ``k_U = 0`` or ``k_V = 0`` gives NaN.
-* Nested subspaces: one QR of the ordered V and one product ``Qᵀ U`` serve every k through
-  2-D prefix sums; no projector or pseudo-inverse is formed per fraction.
+* Nested subspaces: one Householder QR of the ordered V, applied as ``Qᵀ U`` without forming
+  Q, serves every k through 2-D prefix sums; no projector or pseudo-inverse is formed per fraction.
 * The whitened variant (SPEC §2.2) uses the top-``label_rank`` perception directions in
   Σ-whitened coordinates and the bound ``λ_r r (1 − NTPS̃) ≤ Δ(V) ≤ λ_1 r (1 − NTPS̃)``.
 """
@@ -97,10 +97,14 @@ def ks_for(fractions, ks, r_U: int, r_V: int, label_rank: int, order: str):
     return kU_nom, kU, kV
 
 
-def _nested_orthonormal(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Q with span(Q[:, :k]) = span(X[:, :k]) for every k, and |diag R| to detect dependence."""
-    Q, R = torch.linalg.qr(X, mode="reduced")
-    return Q, R.diagonal().abs()
+def _nested_coordinates(X: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``Qᵀ Y`` (min(n, k), m) and ``|diag R|`` for the Householder QR ``X = Q R`` of X (n, k), Y (n, m).
+
+    Row i holds the coordinates of Y along the i-th column of an orthonormal Q with
+    span(Q[:, :k]) = span(X[:, :k]) for every k; Q itself is never formed. A small ``|R_ii|``
+    marks a column that depends on the previous ones."""
+    H, tau = torch.geqrf(X)
+    return torch.ormqr(H, tau, Y, transpose=True)[: min(X.shape)], H.diagonal().abs()
 
 
 def _prefix_sums(P: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -121,8 +125,7 @@ def ntps_sweep(sol: LayerSolution, *, fractions=DEFAULT_FRACTIONS, ks=None) -> d
         fractions = None
     kU_nom, kU, kV = ks_for(fractions, ks, U.rank, V.rank, sol.label_rank, U.order)
     Ucols = U.vectors[:, : int(kU.max(initial=0))]
-    Q, _ = _nested_orthonormal(V.vectors[:, : int(kV.max(initial=0))])
-    T2 = (Q.T @ Ucols) ** 2  # (kV_max, kU_max)
+    T2 = _nested_coordinates(V.vectors[:, : int(kV.max(initial=0))], Ucols)[0] ** 2  # (kV_max, kU_max)
     num = _prefix_sums(T2, kV, kU)
     den = np.concatenate([[0.0], (Ucols**2).sum(0).cumsum(0).cpu().numpy()])[kU]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -160,13 +163,13 @@ def whitened_sweep(sol: LayerSolution, *, n_texts: float = 1.0, fractions=DEFAUL
     Ut = U.Y[:, :c]  # (r_U, c), orthonormal
     lam = U.values[:c] / n_texts
     SV = U.whitener.to_whitened(V.vectors[:, : int(kV.max(initial=0))])  # (r_U, kV_max)
-    Q, rdiag = _nested_orthonormal(SV)
+    QtU, rdiag = _nested_coordinates(SV, Ut)
     # prefixes that contain a (numerically) dependent column are not nested-orthonormalisable
     dependent = (rdiag <= 1e-10 * rdiag.max()).cpu().numpy()
     first_dep = int(np.argmax(dependent)) if dependent.any() else len(dependent)
-    T2 = (Q.T @ Ut) ** 2  # (kV_max, c)
+    T2 = QtU**2  # (min(r_U, kV_max), c)
     captured = torch.nn.functional.pad(T2.cumsum(0), (0, 0, 1, 0))  # captured[k, i] = ‖P_k ũ_i‖²
-    # with N < d, span(Σ) has r_U < k_V dimensions: Q has at most r_U columns, and those k_V are NaN below
+    # with N < d, span(Σ) has r_U < k_V dimensions: at most r_U nested directions, and those k_V are NaN below
     cap = captured[torch.as_tensor(np.minimum(kV, captured.shape[0] - 1))].cpu().numpy()  # (n, c)
     lam_np = lam.cpu().numpy()
     with np.errstate(invalid="ignore", divide="ignore"):

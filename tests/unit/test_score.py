@@ -71,7 +71,8 @@ def test_descending_puts_label_directions_first_and_ascending_last(random_stats)
     assert torch.allclose(G, torch.eye(G.shape[0], dtype=G.dtype), atol=1e-9)
 
 
-@pytest.mark.parametrize("d,N", [(24, 400), (40, 30)])  # regular and singular Σ (N < d)
+@pytest.mark.parametrize("d,N", [(24, 400), (40, 30), (300, 200)])  # regular and singular Σ (N < d)
+# d = 300: Σ is singular; C0 admits a Cholesky factor but has an eigenvalue below tol, so both take eigh
 def test_equals_naive_implementation_where_unique(d, N, random_stats):
     rng = np.random.default_rng(d + N)
     stats = random_stats(rng, d=d, N=N, C=4)
@@ -237,3 +238,21 @@ def test_rank_decision_ignores_feature_units_but_atol_does_not(random_stats):
     # the subspaces map exactly: U_scaled = D⁻¹ U, so the label directions' Σ-geometry is unchanged
     ref = solve_layer(XX, XY, C0, C1)
     np.testing.assert_allclose(sol.U.values.numpy(), ref.U.values.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", ["decaying", "flat", "one_small"])
+def test_cholesky_path_rank_equals_eigh_rank_near_the_tolerance(shape):
+    """The Cholesky path is taken only when eigh would drop nothing (rank decisions unchanged)."""
+    d = 120
+    Q, _ = np.linalg.qr(np.random.default_rng(12).standard_normal((d, d)))
+    taken = []
+    for ratio in [1e-9, 5e-8, 0.9e-7, 1.1e-7, 3e-7, 1e-6, 1e-2]:
+        ev = {"decaying": np.logspace(0, np.log10(ratio), d), "flat": np.r_[np.ones(d - 1), ratio],
+              "one_small": np.r_[1.0, np.full(d - 4, 0.5), np.full(3, ratio)]}[shape]
+        B = torch.from_numpy((Q * ev) @ Q.T)
+        chol, eig = whiten(B, method="cholesky"), whiten(B, method="eigh")
+        assert chol.rank == eig.rank
+        taken.append(chol.method == "cholesky")
+        if chol.method == "cholesky":
+            np.testing.assert_allclose((chol.W.T @ B @ chol.W).numpy(), np.eye(d), atol=1e-6)
+    assert not taken[0] and taken[-1]  # rank-deficient: eigh; well conditioned: Cholesky
