@@ -56,7 +56,7 @@ import pandas as pd
 
 from ntps import analysis, claims, cli
 from ntps.io import atomic_path, environment_info, slugify, write_json
-from ntps.report import fmt, markdown_table
+from ntps.report import fmt, json_ready, markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -146,15 +146,15 @@ def evaluate(table: pd.DataFrame, metric: str, sign: int, args, say, plot_dir: P
         if n < 3:
             say(f"{model}: {metric} available for {n}/{len(per_ds)} dataset(s); need >= 3, skipped")
             continue
-        rows = rows[rows["dataset"].isin(_datasets(rows, metric, args, say))]
-        n = rows["dataset"].nunique()
-        if n < analysis.MIN_DATASETS:
-            say(f"{model}: {metric} for only {n} datasets: rank correlations over fewer than "
+        datasets = _datasets(rows, metric, args, say)
+        if len(datasets) < analysis.MIN_DATASETS:
+            say(f"{model}: {metric} for only {len(datasets)} datasets: rank correlations over fewer than "
                 f"{analysis.MIN_DATASETS} points are meaningless (LODO undefined)", logging.WARNING)
-        family = _family_null(rows, model, metric, sign, args)
-        for score, part in rows.groupby("score", sort=True):
+        cache = {}
+        family = _family_null(rows, model, metric, sign, args, datasets, cache)
+        for score in sorted(rows["score"].unique()):
             try:
-                grid = analysis.build_grid(part, metric)
+                grid = claims.grid_of(rows, model, metric, score, datasets, cache)
                 res = analysis.analyze_grid(grid, sign=sign, n_perm=args.n_perm, seed=args.perm_seed)
             except ValueError as e:
                 grid, res = None, {"model": model, "score": score, "metric": metric, "error": str(e)}
@@ -184,14 +184,13 @@ def _datasets(rows: pd.DataFrame, metric: str, args, say) -> list[str]:
     return keep
 
 
-def _family_null(rows: pd.DataFrame, model: str, metric: str, sign: int, args):
+def _family_null(rows: pd.DataFrame, model: str, metric: str, sign: int, args, datasets, cache: dict):
     """(null maxima, exact) of every score × cell of the model together, or None (fewer than 2 scores)."""
     scores = claims.family_scores(rows["score"].unique(), "all")
-    datasets = sorted(rows.loc[rows[metric].notna(), "dataset"].unique())
     if len(scores) < 2 or len(datasets) < 3:
         return None
     try:
-        fam = claims.build_family(rows, model, metric, scores, datasets)
+        fam = claims.build_family(rows, model, metric, scores, datasets, cache)
         res = analysis.familywise_test([fam.X], [sign * fam.y], args.n_perm, args.perm_seed)
     except ValueError:
         return None
@@ -337,13 +336,13 @@ def main(args) -> dict:
         table_r.to_csv(tmp, index=False)
     with atomic_path(out_dir / "ranking.md") as tmp:
         tmp.write_text(md + "\n")
-    write_json(out_dir / "analysis.json", {
+    write_json(out_dir / "analysis.json", json_ready({
         "source": str(args.input or args.csv or Path(args.output_dir) / "collected.csv"),
         "settings": {"metrics": metrics, "scores": args.score, "models": args.models, "unique_only": args.unique_only,
                      "sign": args.sign, "all_datasets": args.all_datasets, **vars(settings_of(args))},
         "n_perm": args.n_perm, "perm_seed": args.perm_seed, "messages": messages, "environment": environment_info(),
         "results": {m: [{k: v for k, v in r.items() if k != "r_all"} for r in rs] for m, rs in all_results.items()},
-        **{k: res[k] for k in ("claims", "tolerance", "dropped_directions") if k in res}})
+        **{k: res[k] for k in ("claims", "tolerance", "dropped_directions") if k in res}}))
     print("\n".join(t for t in text if t) + "\n\n" + md + ("\n\n" + claims_text(res) if "claims" in res else ""))
     log.info("wrote %s/analysis.json, ranking.csv/.md, selected_*.csv%s (%.1f s)", out_dir,
              "" if args.no_plots else ", heatmap_*.pdf/png", time.perf_counter() - t0)

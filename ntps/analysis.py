@@ -447,7 +447,8 @@ def build_grid(table: pd.DataFrame, metric: str, model: str | None = None) -> Gr
         if col not in table:
             raise ValueError(f"table has no column {col!r}; columns: {list(table.columns)}")
     param = candidate_param(table)
-    t = table.copy()
+    t = table[[c for c in dict.fromkeys(("model", "dataset", "value", metric, "layer", param, "chance", "score",
+                                         "split")) if c in table]].copy()
     for col in ("layer", param, "chance"):
         if col not in t:
             t[col] = np.nan

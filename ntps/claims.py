@@ -169,14 +169,74 @@ class Family:
     skipped: dict
 
 
-def build_family(table: pd.DataFrame, model: str, metric: str, scores, datasets) -> Family:
-    """Stack the grids (:func:`ntps.analysis.build_grid`) of ``scores`` on exactly ``datasets``; a score
-    without a complete candidate there is skipped (recorded). ValueError when nothing is left."""
-    rows = table[(table["model"] == model) & table["dataset"].isin(datasets)]
+def _pivot(table: pd.DataFrame, model: str, metric: str, cache: dict | None) -> dict:
+    """Every score's candidates of one model over the datasets with the metric, pivoted once (and cached):
+    ``values``/``chance`` indexed by (score, layer, param value; -1 when missing) × dataset, ``y``, ``param`` per
+    score (fraction, else k), the scores with duplicate rows and the datasets whose metric varies."""
+    key = (model, metric)
+    if cache is not None and key in cache:
+        return cache[key]
+    t = table.loc[table["model"] == model, [c for c in ("dataset", "score", "value", metric, "layer", "fraction", "k",
+                                                        "chance") if c in table]]
+    t = t.assign(**{c: np.nan for c in ("layer", "fraction", "k", "chance") if c not in t})
+    by_ds = t.groupby("dataset")[metric].agg(["min", "max"])
+    param = pd.Series("fraction", index=sorted(t["score"].unique()))
+    k_only = t["k"].notna().groupby(t["score"]).any() & ~t["fraction"].notna().groupby(t["score"]).any()
+    param[k_only[k_only].index] = "k"
+    pv = t["fraction"].where(t["score"].map(param) == "fraction", t["k"])
+    t = t.assign(_l=pd.to_numeric(t["layer"]).fillna(-1.0), _p=pd.to_numeric(pv).fillna(-1.0))
+    dup = set(t.loc[t.duplicated(["score", "_l", "_p", "dataset"]), "score"])
+    wide = t[~t["score"].isin(dup)].set_index(["score", "_l", "_p", "dataset"])[["value", "chance"]].unstack("dataset")
+    out = {"values": wide["value"], "chance": wide["chance"], "y": by_ds["min"].dropna(), "param": param,
+           "all_datasets": sorted(by_ds.index),
+           "duplicates": dup, "varying": sorted(by_ds.index[(by_ds["max"] - by_ds["min"]).abs() > 1e-12])}
+    if cache is not None:
+        cache[key] = out
+    return out
+
+
+def grid_of(table: pd.DataFrame, model: str, metric: str, score: str, datasets=None, cache: dict | None = None
+            ) -> analysis.Grid:
+    """The :class:`ntps.analysis.Grid` of one score (what :func:`ntps.analysis.build_grid` gives for its rows),
+    restricted to ``datasets`` (default: every dataset with the metric), from a pivot shared by every score
+    (``cache``: a dict kept across calls on the same table; it also keeps the grids, which are read only).
+    ValueError as build_grid."""
+    key = ("grid", model, metric, score, None if datasets is None else tuple(sorted(datasets)))
+    if cache is not None and key in cache:
+        return cache[key]
+    P = _pivot(table, model, metric, cache)
+    if P["varying"]:
+        raise ValueError(f"metric {metric!r} varies within dataset(s) {P['varying'][:3]} of {model!r}; use a "
+                         "per-dataset metric (e.g. probe_train_acc, not a same-layer probe column)")
+    if score in P["duplicates"]:
+        raise ValueError(f"duplicate (layer, {P['param'][score]}, dataset) rows for model {model!r}, score {score!r}")
+    have = list(P["y"].index)
+    if not have:
+        raise ValueError(f"no dataset of {model!r} has a value of {metric!r}")
+    datasets = sorted(have if datasets is None else set(datasets) & set(have))
+    if score not in P["values"].index.get_level_values(0):
+        raise ValueError(f"no rows of score {score!r} for {model!r}")
+    values, chance = (P[k].loc[score].reindex(columns=datasets) for k in ("values", "chance"))
+    complete = values.notna().all(axis=1).to_numpy()
+    keys = values.index[complete].to_frame(index=False).rename(columns={"_l": "layer", "_p": P["param"][score]})
+    grid = analysis.Grid(model=model, metric=metric, datasets=datasets, candidates=keys.replace(-1.0, np.nan),
+                         param=P["param"][score], X=values[complete].to_numpy(float),
+                         chance=chance[complete].to_numpy(float), y=P["y"].loc[datasets].to_numpy(float), score=score,
+                         dropped={"datasets_without_metric": sorted(set(P["all_datasets"]) - set(have)),
+                                  "candidates_incomplete": int((~complete).sum())})
+    if cache is not None:
+        cache[key] = grid
+    return grid
+
+
+def build_family(table: pd.DataFrame, model: str, metric: str, scores, datasets, cache: dict | None = None
+                 ) -> Family:
+    """Stack the grids (:func:`grid_of`) of ``scores`` on exactly ``datasets``; a score without a complete
+    candidate there is skipped (recorded). ValueError when nothing is left."""
     Xs, chances, cells, skipped, y = [], [], [], {}, None
-    for score, part in rows[rows["score"].isin(list(scores))].groupby("score", sort=True):
+    for score in sorted(scores):
         try:
-            grid = analysis.build_grid(part, metric)
+            grid = grid_of(table, model, metric, score, datasets, cache)
         except ValueError as e:
             skipped[score] = str(e)
             continue
@@ -236,7 +296,7 @@ def metric_reliability(info: pd.DataFrame, model: str, metric: str, datasets, se
 
 
 def evaluate_claim(table: pd.DataFrame, info: pd.DataFrame, claim: Claim, model: str, settings: Settings,
-               datasets=None, lodo_null: bool = True) -> dict:
+                   datasets=None, lodo_null: bool = True, cache: dict | None = None) -> dict:
     """Every statistic of one claim for one model (the module docstring); JSON-able.
 
     ``datasets`` overrides :func:`claim_datasets` (the sensitivity checks); without ``lodo_null`` the LODO
@@ -252,7 +312,7 @@ def evaluate_claim(table: pd.DataFrame, info: pd.DataFrame, claim: Claim, model:
         return out
     try:
         fam = build_family(table, model, claim.metric, family_scores(table["score"].unique(), claim.family),
-                           datasets)
+                           datasets, cache)
         y = analysis.metric_sign(claim.metric) * fam.y
         fw = analysis.familywise_test([fam.X], [y], settings.n_perm, settings.perm_seed)
     except ValueError as e:
@@ -289,7 +349,8 @@ def _per_score(fam: Family, r: np.ndarray, adjusted: np.ndarray) -> list[dict]:
     return sorted(out, key=lambda d: (-d["r_sel"], d["score"]))
 
 
-def evaluate_claim_joint(table: pd.DataFrame, info: pd.DataFrame, claim: Claim, models, settings: Settings) -> dict:
+def evaluate_claim_joint(table: pd.DataFrame, info: pd.DataFrame, claim: Claim, models, settings: Settings,
+                         cache: dict | None = None) -> dict:
     """One family-wise p over every model's family (the datasets every model has, permuted together)."""
     per_model = {m: claim_datasets(info, claim, m)[0] for m in models}
     common = sorted(set.intersection(*(set(v) for v in per_model.values()))) if per_model else []
@@ -302,7 +363,7 @@ def evaluate_claim_joint(table: pd.DataFrame, info: pd.DataFrame, claim: Claim, 
     for m in models:
         try:
             fams.append(build_family(table, m, claim.metric, family_scores(table["score"].unique(), claim.family),
-                                     common))
+                                     common, cache))
         except ValueError:
             continue
     if len(fams) < 2:
@@ -328,21 +389,22 @@ def evaluate_claim_joint(table: pd.DataFrame, info: pd.DataFrame, claim: Claim, 
 def analyze_claims(table: pd.DataFrame, settings: Settings, claims=CLAIMS, sources: bool = True) -> dict:
     """Every claim × model, the joint test per claim, the source sensitivity (``sources``). ``table``: an
     oriented long table. Returns ``{"claims": [...], "joint": [...], "sources": [...]}`` (JSON-able)."""
-    info = per_dataset(table)
+    info, cache = per_dataset(table), {}
     models = sorted(table["model"].unique())
     out = {"claims": [], "joint": [], "sources": []}
     for claim in claims:
         if claim.metric not in table or table[claim.metric].isna().all():
             continue
         for model in models:
-            out["claims"].append(evaluate_claim(table, info, claim, model, settings))
-        out["joint"].append(evaluate_claim_joint(table, info, claim, models, settings))
+            out["claims"].append(evaluate_claim(table, info, claim, model, settings, cache=cache))
+        out["joint"].append(evaluate_claim_joint(table, info, claim, models, settings, cache))
         if sources and not claim.in_sample:
-            out["sources"] += source_sensitivity(table, info, claim, models, settings)
+            out["sources"] += source_sensitivity(table, info, claim, models, settings, cache)
     return out
 
 
-def source_sensitivity(table, info, claim: Claim, models, settings: Settings) -> list[dict]:
+def source_sensitivity(table, info, claim: Claim, models, settings: Settings, cache: dict | None = None
+                       ) -> list[dict]:
     """The family-wise p with every dataset (both members of a shared source) and with each other member of a
     shared source swapped in for the headline one (no LODO null)."""
     out = []
@@ -356,7 +418,7 @@ def source_sensitivity(table, info, claim: Claim, models, settings: Settings) ->
             old = next(d for d in chosen if src[d] == src[alt])
             variants.append((f"{alt} for {old}", [alt if d == old else d for d in chosen]))
         for what, datasets in variants:
-            res = evaluate_claim(table, info, claim, model, settings, datasets=datasets, lodo_null=False)
+            res = evaluate_claim(table, info, claim, model, settings, datasets=datasets, lodo_null=False, cache=cache)
             out.append({"claim": claim.key, "model": model, "variant": what, "n_datasets": len(datasets),
                         **{k: res.get(k) for k in ("r_sel", "p", "floor")},
                         "lodo_r": (res.get("lodo") or {}).get("r")})
