@@ -22,10 +22,19 @@ product):
 
 - :func:`select_argmax` -- the paper's protocol: the candidate with the largest r over all
   datasets, chosen on the same data (optimistically biased).
-- :func:`lodo` -- leave-one-dataset-out: choose the candidate without dataset j, predict j with
-  that candidate's NTPS, and correlate the n held-out predictions with the metric.
-- :func:`permutation_test` -- repeats the *whole* argmax selection on metrics shuffled across
-  datasets (one permutation shared by all candidates); ``p = (1 + #{null >= obs}) / (1 + n_perm)``.
+- :func:`familywise_test` -- the Westfall-Young max-statistic test of a selected r over a whole family
+  (every variant/score × layer × f examined for a claim, optionally several models): each permutation
+  reorders the datasets once for the whole family and recomputes the maximum; all n! permutations when
+  n! <= :data:`EXACT_MAX` (p = #{null >= obs} / n!), else seeded draws (p = (1 + #{null >= obs}) /
+  (1 + n_perm)); with the p's ``floor`` (the smallest p any metric could give) and each candidate's
+  single-step adjusted p. :func:`permutation_test` is the same on one grid.
+- :func:`lodo_test` / :func:`lodo` -- leave-one-dataset-out: the candidate chosen without dataset j
+  predicts j by j's rank within that candidate's row (a common scale for every f and score; tied
+  candidates averaged and counted); with its own permutation null.
+- :func:`ranking_reliability` -- the test-retest reliability of a metric's dataset ranking (binomial
+  redraws of held-out accuracies, :func:`binomial_replicates`).
+
+The claims of the paper (one family per claim, verdicts) are assembled from these in :mod:`ntps.claims`.
 
 Long tables (from ``collect.py`` or :func:`paper_table`) have columns ``model, dataset, layer,
 fraction[, k], score, value, chance`` plus metric columns; :func:`build_grid` turns the rows of one
