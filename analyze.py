@@ -20,7 +20,7 @@ Permutation tests enumerate all n! orders when n! <= 10^5, else draw ``--n_perm`
 
 On a long table (not the authors' data) it also tests the paper's claims (:mod:`ntps.claims`): one family per
 claim (every NTPS variant × layer × f; every baseline × layer), one family-wise p with its floor, LODO r with
-its own null, the test-retest reliability of the metric's ranking, and a verdict; ``--tolerance_csv`` adds
+its own null, the test-retest reliability of the metric's ranking, and a verdict; ``--tolerance LABEL=CSV`` adds
 the same on tables computed with other rank tolerances (does a verdict change?).
 
 ``--from DIR`` regenerates a committed report directory (``runs/report.py`` wrote it): from
@@ -96,7 +96,7 @@ def parse_args(argv=None):
     p.add_argument("--perm_seed", type=int, default=0, help="seed of the permutations")
     p.add_argument("--all_datasets", action="store_true",
                    help="per-score ranking on every dataset (default: one per source)")
-    p.add_argument("--tolerance_csv", nargs="+", default=[], metavar="LABEL=CSV",
+    p.add_argument("--tolerance", nargs="+", default=[], metavar="LABEL=CSV",
                    help="long tables from K_sweep runs with other rank tolerances, e.g. rcond_x10=outputs/x10.csv")
     p.add_argument("--no_plots", action="store_true", help="skip the heat maps")
     return cli.parse(p, argv)
@@ -107,7 +107,7 @@ def load(args) -> tuple[pd.DataFrame, str]:
     if args.input is not None:
         table, source = analysis.paper_table(args.input), "paper"
     else:
-        table, source = pd.read_csv(args.csv or Path(args.output_dir) / "collected.csv"), "csv"
+        table, source = pd.read_csv(args.csv or Path(args.output_dir) / "collected.csv", low_memory=False), "csv"
     return prepare(table, args), source
 
 
@@ -286,8 +286,8 @@ def tolerance_tables(pairs: list[str], args) -> dict:
     for pair in pairs:
         label, sep, path = pair.partition("=")
         if not sep or not label or not path:
-            raise ValueError(f"--tolerance_csv takes LABEL=CSV pairs, got {pair!r}")
-        out[label] = prepare(pd.read_csv(path), args)
+            raise ValueError(f"--tolerance takes LABEL=CSV pairs, got {pair!r}")
+        out[label] = prepare(pd.read_csv(path, low_memory=False), args)
     return out
 
 
@@ -318,7 +318,7 @@ def main(args) -> dict:
         messages.append(msg)
         log.log(level, msg)
 
-    res = analyze_table(table, metrics, args, say, source, tolerance_tables(args.tolerance_csv, args),
+    res = analyze_table(table, metrics, args, say, source, tolerance_tables(args.tolerance, args),
                         plot_dir=None if args.no_plots else out_dir)
     all_results, table_r, text = res["results"], res["ranking"], []
     for metric, results in all_results.items():

@@ -74,9 +74,9 @@ def export(root: Path, report_dir: Path, command: str, settings: claims.Settings
     report_dir.mkdir(parents=True, exist_ok=True)
     for old in report_dir.glob("collected_*.csv.gz"):
         old.unlink()
-    write_table(pd.read_csv(root / "collected.csv"), report_dir / TABLE)
+    write_table(pd.read_csv(root / "collected.csv", low_memory=False), report_dir / TABLE)
     for label, path in (tolerance or {}).items():
-        write_table(pd.read_csv(path), report_dir / f"collected_{label}.csv.gz")
+        write_table(pd.read_csv(path, low_memory=False), report_dir / f"collected_{label}.csv.gz")
     _csv(collect.lora_runs(root), report_dir / "lora.csv")
     _csv(collect.stage_times(root), report_dir / "timings.csv")
     write_json(report_dir / RUN, {"command": command, "report_dir": report_dir.as_posix(),
@@ -118,8 +118,8 @@ def regenerate(report_dir: str | os.PathLike, plots: bool = True) -> dict:
     run = read_json(report_dir / RUN)
     settings = claims.Settings(**run.get("analysis", {}))
     args = SimpleNamespace(sign=None, all_datasets=False, **vars(settings))
-    table = analysis.orient_scores(pd.read_csv(report_dir / TABLE))
-    tolerance = {p.name[len("collected_"):-len(".csv.gz")]: analysis.orient_scores(pd.read_csv(p))
+    table = analysis.orient_scores(pd.read_csv(report_dir / TABLE, low_memory=False))
+    tolerance = {p.name[len("collected_"):-len(".csv.gz")]: analysis.orient_scores(pd.read_csv(p, low_memory=False))
                  for p in sorted(report_dir.glob("collected_*.csv.gz"))}
     messages = []
     figs = report_dir / "figures"
