@@ -21,7 +21,8 @@ fraction (or k). Columns, in this order:
 
 - keys: ``model, dataset, model_slug, dataset_slug, split, score, layer, fraction, k, value``;
 - ``score`` names: ``ntps_{variant}_{order}`` (a K sweep; ``_after_lora`` appended for the merged
-  model), ``logme, h_score, ls_mse, ridge_mse`` (per layer; fraction empty) and, derived here from
+  model), ``logme, h_score, ls_mse, ridge_mse, effective_rank`` (scores.py, per layer; fraction empty),
+  ``label_rank`` (per layer, from the sweeps: a "more classes" baseline) and, derived here from
   the sweeps: for raw sweeps ``{sweep}_minus_chance`` (NTPS − chance), ``{sweep}_best`` and
   ``{sweep}_margin_best`` (per layer, max over fractions of NTPS and of NTPS − chance), for
   whitened sweeps ``{sweep}_excess`` (the excess loss Δ(V), lower = better, with its bounds);
@@ -29,7 +30,16 @@ fraction (or k). Columns, in this order:
   r_V, label_rank, unique, lower, upper, n_texts, d``; ``chance`` (k_V / d) is given on the sweep
   rows only, so it marks the NTPS sweeps themselves;
 - per model × dataset (the metrics): ``probe_layer`` (the largest probed layer, i.e. the final
-  representation) and ``probe_{train,test}_{acc,log_loss,mse}`` at that layer; ``linear_test_acc,
+  representation) and ``probe_{train,test}_{acc,log_loss,mse}`` at that layer; ``dataset_source`` (the
+  origin pool, :func:`ntps.data.source_of`: datasets of one source are not independent), ``num_classes`` C,
+  ``n_test`` (texts of the test split, its meta.json), ``mse0_train`` and ``mse0_test`` (the MSE of the best
+  constant predictor of the one-hot labels, mean over texts and classes like the probes' MSE: it predicts the
+  train class proportions q, so in-sample ``(1 − Σ q_c²) / C`` and on the test split, whose proportions are p,
+  ``Σ_c (p_c − 2 p_c q_c + q_c²) / C``; from the ``class_counts`` of the two meta.json files),
+  ``probe_{train,test}_nmse`` = MSE / constant-predictor MSE (1 = no better than predicting the proportions;
+  the raw MSE scales with 1/C, so the number of classes alone would rank the datasets),
+  ``in_sample_informative`` (N >= 2(d + 1): below that, by Cover's theorem, random labels are linearly
+  separable and the in-sample accuracy and MSE say nothing about the representation); ``linear_test_acc,
   lora_test_acc, lora_gain`` (= lora − linear) and ``{name}_test_acc`` for any other
   ``{name}/results.json`` (e.g. ``scratch``);
 - per model × dataset × layer: ``layer_probe_{train,test}_{acc,log_loss,mse}`` (probe at the row's
@@ -56,6 +66,7 @@ import pandas as pd
 
 from ntps import cli
 from ntps.api import BASELINE_COLUMNS
+from ntps.data import source_of
 from ntps.io import atomic_path, environment_info, write_json
 from ntps.provenance import file_digests, sha256_file
 
@@ -63,10 +74,12 @@ log = logging.getLogger(__name__)
 
 KEY_COLS = ["model", "dataset", "model_slug", "dataset_slug", "split", "score", "layer", "fraction", "k", "value"]
 DETAIL_COLS = ["chance", "k_U", "k_V", "r_U", "r_V", "label_rank", "unique", "lower", "upper", "n_texts", "d"]
-BASELINES = BASELINE_COLUMNS[3:]  # logme, h_score, ls_mse, ridge_mse
+BASELINES = BASELINE_COLUMNS[3:]  # logme, h_score, ls_mse, ridge_mse, effective_rank
 PROBE_METRICS = ["acc", "log_loss", "mse"]
 PROBE_SPLITS = ["train", "test"]
 PROBE_COLS = [f"probe_{s}_{m}" for s in PROBE_SPLITS for m in PROBE_METRICS]
+DATASET_COLS = ["dataset_source", "num_classes", "n_test", "mse0_train", "mse0_test", "probe_train_nmse",
+                "probe_test_nmse", "in_sample_informative"]
 TRAIN_COLS = ["linear_test_acc", "lora_test_acc", "lora_gain"]
 AFTER_LORA = "_after_lora"
 STAGE_FILE = "stages.json"
@@ -233,6 +246,19 @@ def baseline_rows(path: Path, meta: dict, problems: _Problems) -> pd.DataFrame |
     return long.assign(fraction=np.nan, k=np.nan)
 
 
+def label_rank_rows(sweeps: list[pd.DataFrame]) -> pd.DataFrame | None:
+    """The label rank per layer as a score (one row per layer; from the sweeps' ``label_rank``), or None."""
+    if not sweeps:
+        return None
+    t = pd.concat(sweeps, ignore_index=True, sort=False)
+    t = t[t["label_rank"].notna()]
+    if t.empty:
+        return None
+    rank = t.groupby("layer", as_index=False).agg(value=("label_rank", "max"), n_texts=("n_texts", "max"),
+                                                    d=("d", "max"), source=("source", "first"))
+    return rank.assign(score="label_rank", label_rank=rank["value"], fraction=np.nan, k=np.nan)
+
+
 def _score_rows(split_dir: Path, meta: dict, problems: _Problems, root: Path) -> list[pd.DataFrame]:
     ds_dir = split_dir.parent
     found = [(p, "") for p in sorted(split_dir.glob("ntps_*.csv"))]
@@ -243,6 +269,9 @@ def _score_rows(split_dir: Path, meta: dict, problems: _Problems, root: Path) ->
         df = sweep_rows(path, after_meta, problems, suffix)
         if df is not None:
             frames.append(df.assign(source=str(path.relative_to(root))))
+    rank = label_rank_rows([f for f in frames if not f["score"].iloc[0].endswith(AFTER_LORA)])
+    if rank is not None:
+        frames.append(rank)
     if (split_dir / "scores.csv").is_file():
         df = baseline_rows(split_dir / "scores.csv", meta, problems)
         if df is not None:
@@ -282,6 +311,29 @@ def dataset_metrics(split_dir: Path, problems: _Problems) -> tuple[dict, pd.Data
     return out, layer_probes
 
 
+def constant_mse(train_counts, test_counts=None) -> float:
+    """MSE (mean over texts and classes) of the constant predictor q = train class proportions on one-hot
+    labels whose proportions are p (the train ones when ``test_counts`` is None): Σ_c (p_c − 2 p_c q_c + q_c²) / C,
+    which is (1 − Σ q_c²) / C in-sample. NaN when the counts are missing, empty or of different lengths."""
+    q = np.asarray(train_counts if train_counts is not None else [], dtype=float)
+    p = q if test_counts is None else np.asarray(test_counts, dtype=float)
+    if q.size < 2 or p.shape != q.shape or q.sum() <= 0 or p.sum() <= 0:
+        return float("nan")
+    q, p = q / q.sum(), p / p.sum()
+    return float(np.mean(p - 2 * p * q + q * q))
+
+
+def class_metrics(meta: dict, test_meta: dict, metrics: dict) -> dict:
+    """C, N_test, the constant-predictor MSEs, the normalised probe MSEs and Cover's-bound flag of one dataset."""
+    counts, n, d = meta.get("class_counts"), meta.get("n_texts"), meta.get("d")
+    mse0_train, mse0_test = constant_mse(counts), constant_mse(counts, test_meta.get("class_counts"))
+    return {"num_classes": len(counts) if counts else meta.get("num_classes", np.nan),
+            "n_test": test_meta.get("n_texts", np.nan), "mse0_train": mse0_train, "mse0_test": mse0_test,
+            "probe_train_nmse": metrics["probe_train_mse"] / mse0_train,
+            "probe_test_nmse": metrics["probe_test_mse"] / mse0_test,
+            "in_sample_informative": (n >= 2 * (d + 1)) if n is not None and d is not None else np.nan}
+
+
 def collect(root: str | Path, split: str = "train", strict: bool = False, problems: _Problems | None = None
             ) -> pd.DataFrame:
     """The long table of the module docstring (empty table if nothing found); ``problems`` collects the
@@ -301,13 +353,16 @@ def collect(root: str | Path, split: str = "train", strict: bool = False, proble
         df["model_slug"], df["dataset_slug"] = model_dir.name, ds_dir.name
         df["split"] = meta.get("split", split)
         metrics, layer_probes = dataset_metrics(split_dir, problems)
+        test_meta = read_json(ds_dir / "test" / "meta.json", problems) if split_dir.name != "test" else meta
+        metrics.update(class_metrics(meta, test_meta, metrics))
+        metrics["dataset_source"] = source_of(meta.get("dataset", ds_dir.name))
         df = df.assign(**metrics)
         if layer_probes is not None:
             df = df.merge(layer_probes, on="layer", how="left")
         frames.append(df)
 
     layer_probe_cols = [f"layer_{c}" for c in PROBE_COLS]
-    fixed = KEY_COLS + DETAIL_COLS + ["probe_layer"] + PROBE_COLS + TRAIN_COLS
+    fixed = KEY_COLS + DETAIL_COLS + ["probe_layer"] + PROBE_COLS + DATASET_COLS + TRAIN_COLS
     if not frames:
         return pd.DataFrame(columns=fixed + layer_probe_cols + ["source"])
     table = pd.concat(frames, ignore_index=True, sort=False)

@@ -10,6 +10,7 @@ layer, d, n_texts         hidden-state index (0 = embedding output), width, N
 logme, h_score            LogME and H-score (higher = better transfer)
 ls_mse, ridge_mse         in-sample MSE of StandardScaler + LinearRegression / Ridge(``--ridge_alpha``)
                           on one-hot targets (lower = better)
+effective_rank            label-free: exp(entropy) of the feature covariance's spectrum (:mod:`ntps.spectral`)
 ========================  ===================================================================
 
 A baseline that cannot be computed (e.g. an artifact whose sum_x or class counts disagree with XY)
@@ -41,11 +42,12 @@ from ntps.baselines import LOGME_CONVENTIONS, all_baselines
 from ntps.io import environment_info, output_lock, previous_result, write_csv, write_json
 from ntps.provenance import artifact_files, cover_warnings, file_digests
 from ntps.report import fmt
+from ntps.spectral import SPECTRAL, spectral_scores
 
 log = logging.getLogger(__name__)
 
 COLUMNS = BASELINE_COLUMNS
-BASELINES = COLUMNS[3:]  # logme, h_score, ls_mse, ridge_mse
+BASELINES = [c for c in COLUMNS[3:] if c not in SPECTRAL]  # logme, h_score, ls_mse, ridge_mse
 OUT_STEM = "scores"
 ARTIFACT_KEYS = ("model", "revision", "dataset", "split", "n_texts", "d", "num_classes", "dtype",
                  "max_length", "max_samples", "fingerprint")
@@ -81,7 +83,7 @@ def settings_of(args, meta: dict) -> dict:
 def layer_row(layer: int, sums, class_counts, n_texts: int, ridge_alpha: float,
               logme_convention: str = "paper") -> tuple[dict, str | None]:
     """One row of scores.csv and a warning when the baselines could not be computed."""
-    row = {"layer": layer, "d": int(sums.XX.shape[0]), "n_texts": int(n_texts)}
+    row = {"layer": layer, "d": int(sums.XX.shape[0]), "n_texts": int(n_texts), **spectral_scores(sums, n_texts)}
     try:
         row.update(all_baselines(sums, class_counts, n_texts, ridge_alpha=ridge_alpha,
                                  logme_convention=logme_convention))

@@ -29,6 +29,7 @@ from .artifacts import save_stats as _save_artifact
 from .baselines import all_baselines
 from .linalg import DEFAULT_RCOND, ORDERS
 from .score import DEFAULT_FRACTIONS, VARIANTS, ntps_sweep, solve_layer, whitened_sweep
+from .spectral import spectral_scores
 from .text import decoder_of, length_sorted_shards, pad_batch, tokenize
 
 __all__ = ["Stats", "compute_statistics", "score", "baselines", "load_stats", "save_stats", "forward_batches",
@@ -39,7 +40,7 @@ SCORE_COLUMNS = ["layer", "fraction", "k", "k_U_nominal", "k_U", "k_V", "r_U", "
                  "chance", "unique"]
 BOUND_COLUMNS = ["excess", "lower", "upper"]
 #: Columns of :func:`baselines` (and of scores.py's CSV).
-BASELINE_COLUMNS = ["layer", "d", "n_texts", "logme", "h_score", "ls_mse", "ridge_mse"]
+BASELINE_COLUMNS = ["layer", "d", "n_texts", "logme", "h_score", "ls_mse", "ridge_mse", "effective_rank"]
 #: Texts per shard: the float32 partial sums are flushed into the float64 totals at shard ends (and every
 #: ``StatsAccumulator.flush_every`` batches), as cache.py does with its default ``--shard_size``.
 SHARD_SIZE = 1024
@@ -312,7 +313,8 @@ def baselines(stats: Stats, *, layers=None, ridge_alpha: float = 1.0, logme_conv
     -------
     pandas.DataFrame
         One row per layer, columns :data:`BASELINE_COLUMNS`: layer, d, n_texts, logme (mean per-sample log
-        evidence, nats), h_score, ls_mse and ridge_mse (in-sample MSE on one-hot targets).
+        evidence, nats), h_score, ls_mse and ridge_mse (in-sample MSE on one-hot targets), effective_rank
+        (label-free: exp of the entropy of the pooled features' covariance spectrum, :mod:`ntps.spectral`).
 
     Raises
     ------
@@ -325,6 +327,7 @@ def baselines(stats: Stats, *, layers=None, ridge_alpha: float = 1.0, logme_conv
     for layer in _layer_list(layers, list(stats.layers), max(stats.layers) + 1):
         sums = stats.layers[layer]
         rows.append({"layer": layer, "d": int(sums.XX.shape[0]), "n_texts": int(stats.n_texts),
+                     **spectral_scores(sums, stats.n_texts),
                      **all_baselines(sums, stats.class_counts, stats.n_texts, ridge_alpha=ridge_alpha,
                                      logme_convention=logme_convention)})
     return pd.DataFrame(rows, columns=BASELINE_COLUMNS)

@@ -53,8 +53,10 @@ def test_collect_long_table(tmp_path, caplog):
     assert "missing required column" in caplog.text
     sweeps = t[t.score.isin(["ntps_raw_desc", "ntps_whitened_x_asc"])]
     assert len(sweeps) == 3 * 4 + 4  # 3 datasets x (2 layers x 2 fractions) + the whitened_x sweep
-    # derived from each raw sweep: minus_chance (4 cells), best and margin_best (2 layers each)
-    assert len(t) == len(sweeps) + 3 * (4 + 2 + 2)
+    # derived from each raw sweep: minus_chance (4 cells), best and margin_best (2 layers each); label_rank per layer
+    assert len(t) == len(sweeps) + 3 * (4 + 2 + 2 + 2)
+    rank = t[t.score == "label_rank"]
+    assert len(rank) == 6 and (rank.value == 1).all() and rank.fraction.isna().all() and rank.chance.isna().all()
     assert list(t.columns[:10]) == collect.KEY_COLS
     a = t[(t.dataset == "d/a") & (t.score == "ntps_raw_desc")]
     assert a.model.unique().tolist() == ["org/tiny"] and len(a) == 4
@@ -82,7 +84,7 @@ def test_collect_cli_and_analyze_cli(tmp_path, capsys, tidy_table, paper_data):
     runs = make_runs(tmp_path / "runs")
     collect.main(collect.parse_args(["--output_dir", str(runs)]))
     t = pd.read_csv(runs / "collected.csv")
-    assert len(t) == 16 + 3 * 8 and collect.collect(tmp_path / "empty").empty
+    assert len(t) == 16 + 3 * 10 and collect.collect(tmp_path / "empty").empty
     # analyze: a synthetic table with a real sweep (heat map) and the authors' data (single candidate)
     csv = tmp_path / "tidy.csv"
     tidy_table(np.random.default_rng(1)).to_csv(csv, index=False)
@@ -122,3 +124,30 @@ def test_collect_reads_the_lora_outputs(tmp_path):
     assert lora.loc[0, "ntps_after"] == 0.6 and (lora.loc[0, "steps"], lora.loc[0, "lr"]) == (300, 5e-4)
     assert collect.stage_times(tmp_path)["key"].tolist() == ["cache/m/d/train"]  # not the LoRA-merged artifact
     assert collect.stage_record(tmp_path) == {"stages": {}, "invocations": []}
+
+
+def test_collect_normalised_mse_and_cover_flag(tmp_path):
+    """probe MSE / constant-predictor MSE (train proportions, scored on each split's labels), C, N_test,
+    the source of the dataset and N >= 2(d + 1)."""
+    rng = np.random.default_rng(0)
+    tr = tmp_path / "m" / "vader-movies" / "train"
+    _write_sweep(tr / "ntps_raw_descending.csv", rng)
+    (tr / "meta.json").write_text(json.dumps({"model": "m", "dataset": "vader-movies", "split": "train",
+                                              "n_texts": 40, "d": 32, "class_counts": [30, 10]}))
+    (tr.parent / "test").mkdir()
+    (tr.parent / "test" / "meta.json").write_text(json.dumps({"n_texts": 20, "class_counts": [5, 15]}))
+    pd.DataFrame({"layer": [1, 1], "split": ["train", "test"], "acc": [0.9, 0.7], "log_loss": [0.3, 0.6],
+                  "mse": [0.05, 0.2]}).to_csv(tr / "probes_sklearn.csv", index=False)
+    row = collect.collect(tmp_path).iloc[0]
+    q = np.array([0.75, 0.25])
+
+    def naive(labels):  # the constant prediction q against explicit one-hot rows
+        return np.mean((np.eye(2)[labels] - q) ** 2)
+
+    train_labels, test_labels = np.repeat([0, 1], [30, 10]), np.repeat([0, 1], [5, 15])
+    assert row.mse0_train == pytest.approx(naive(train_labels)) and row.mse0_test == pytest.approx(naive(test_labels))
+    assert row.probe_train_nmse == pytest.approx(0.05 / naive(train_labels))
+    assert row.probe_test_nmse == pytest.approx(0.2 / naive(test_labels))
+    assert (row.num_classes, row.n_test, row.dataset_source) == (2, 20, "pang-lee-movie-reviews")
+    assert not row.in_sample_informative  # 40 < 2 (32 + 1)
+    assert collect.constant_mse([3, 3], [1, 2, 3]) != collect.constant_mse([3, 3], [1, 2, 3])  # NaN: mismatch

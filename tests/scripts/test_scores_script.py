@@ -217,7 +217,7 @@ def test_scores_then_analyze_with_too_few_datasets(tmp_path, caplog, make_consis
     assert set(table["score"]) == {"logme", "h_score", "-ls_mse", "-ridge_mse", "ntps_raw_descending_best",
                                    "ntps_raw_descending_margin_best", "ntps_raw_descending",
                                    "ntps_raw_descending_minus_chance", "ntps_whitened_descending",
-                                   "-ntps_whitened_descending_excess"}
+                                   "-ntps_whitened_descending_excess", "effective_rank", "label_rank"}
     assert table["n_datasets"].eq(3).all() and table["lodo_r"].isna().all()
     assert table["note"].str.contains("meaningless").all()
     collect.main(collect.parse_args(["--output_dir", str(tmp_path)]))  # no runs: an empty table
