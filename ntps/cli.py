@@ -39,7 +39,8 @@ DEFAULT_DATASET = "vader-movies"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 SPLITS = ("train", "test")
 MODEL_HELP = "offline key (smollm2-135m, gemma3-270m, qwen2.5-coder-0.5b), hub id, local dir or .gguf"
-DATASET_HELP = "offline key, paper dataset, hub id, or a local .csv/.tsv/.jsonl/.parquet file"
+DATASET_HELP = ("offline key, paper dataset, hub id, a local .csv/.tsv/.jsonl/.json/.parquet file, "
+                "train=PATH,test=PATH, or a datasets.save_to_disk / hub-clone directory")
 LAYERS_HELP = ("hidden-state indices (0 = embedding output; the last is after the final norm): 'all', '0,6,12', "
                "'10-20', '-1' (last)")
 ROOT = Path(__file__).resolve().parent.parent
