@@ -50,7 +50,8 @@ def parse_args(argv=None):
     g.add_argument("--rcond", type=float, default=DEFAULT_RCOND,
                    help="relative tolerance: eigenvalues of Σ / C0 <= rcond · max are dropped")
     g.add_argument("--atol", type=float, default=None,
-                   help="absolute tolerance instead of --rcond (1e-8 reproduces the authors' code)")
+                   help="absolute tolerance instead of --rcond: eigenvalues of the N-normalised Σ/N and C0/N "
+                        "(N = texts) <= atol are dropped, as in the authors' code (1e-8 reproduces it)")
     cli.add_device_arg(g, help="auto, cpu, cuda, cuda:1 ... (float64 everywhere)")
     cli.add_output_args(p, default=None, help="output root: results go to {output_dir}/{model}/{dataset}/{split} "
                         "of the artifact (default: beside the artifact)", overwrite="recompute even if results exist")
@@ -72,7 +73,9 @@ def settings_of(args, meta: dict) -> dict:
             "fractions": None if args.k else parse_float_list(args.fractions),
             "k": parse_int_list(args.k, flag="--k") if args.k else None,
             "layers": cli.select_layers(args.layers, meta["layers"], "the artifact"),
-            "rcond": None if args.atol is not None else args.rcond, "atol": args.atol}
+            "rcond": None if args.atol is not None else args.rcond, "atol": args.atol,
+            # results of --atol made before it applied to the sums / N (issue 12.16) must not count as up to date
+            **({"atol_on": "sums / n_texts"} if args.atol is not None else {})}
 
 
 def check_pairs(meta: dict) -> None:
@@ -140,7 +143,7 @@ def _sweep(args, stats_dir, meta: dict, settings: dict, out_dir) -> dict:
         s = load_stats(stats_dir, layers=[layer])
         sums = s.layers[layer]
         sol = solve_layer(sums.XX, sums.XY, sums.C0, sums.C1, rcond=args.rcond, atol=args.atol,
-                          order=args.order, device=device)
+                          n_texts=s.n_texts, order=args.order, device=device)
         kw = {"fractions": settings["fractions"], "ks": settings["k"]}
         res = (ntps_sweep(sol, **kw) if args.variant == "raw"
                else whitened_sweep(sol, n_texts=float(s.n_texts), **kw))

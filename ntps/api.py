@@ -255,8 +255,8 @@ def score(stats: Stats, *, order: str = "descending", variant: str = "raw", frac
     layers : "all", str or sequence of int, optional
         Layers of ``stats`` to score (default all).
     rcond, atol : float
-        Relative tolerance on the Jacobi-scaled Σ and C0 (default 1e-7), or an absolute one (1e-8 = the
-        authors' code) — K_sweep.py's ``--rcond`` / ``--atol``.
+        Relative tolerance on the Jacobi-scaled Σ and C0 (default 1e-7), or an absolute one on the
+        N-normalised Σ/N and C0/N (1e-8 = the authors' code) — K_sweep.py's ``--rcond`` / ``--atol``.
     device : str or torch.device, optional
         Where the float64 eigenproblems run (default: where the sums are, the CPU).
 
@@ -288,7 +288,8 @@ def score(stats: Stats, *, order: str = "descending", variant: str = "raw", frac
     frames = []
     for layer in _layer_list(layers, list(stats.layers), max(stats.layers) + 1):
         sums = stats.layers[layer]
-        sol = solve_layer(sums.XX, sums.XY, sums.C0, sums.C1, rcond=rcond, atol=atol, order=order, device=dev)
+        sol = solve_layer(sums.XX, sums.XY, sums.C0, sums.C1, rcond=rcond, atol=atol, n_texts=stats.n_texts,
+                          order=order, device=dev)
         res = ntps_sweep(sol, **kw) if variant == "raw" else whitened_sweep(sol, n_texts=float(stats.n_texts), **kw)
         frames.append(pd.DataFrame({"layer": layer, **res}))
     return pd.concat(frames, ignore_index=True)[SCORE_COLUMNS + (BOUND_COLUMNS if variant == "whitened" else [])]

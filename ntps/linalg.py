@@ -9,7 +9,8 @@ Algorithm for ``A x = λ B x`` with ``B`` symmetric PSD, possibly singular:
    the Jacobi-scaled ``Bs = S B S`` (unit diagonal; the eigenproblem is invariant to this change
    of variables): directions with an eigenvalue of ``Bs`` at or below ``tol = rcond · λ_max(Bs)``
    are dropped (relative, the default); ``atol`` instead applies an absolute threshold to the
-   unscaled ``B`` (``atol=1e-8`` reproduces the authors' K_sweep).
+   eigenvalues of the unscaled ``B`` as given (the authors' K_sweep drops eigenvalues ``<= 1e-8`` of
+   the N-normalised ``B / N``: :func:`ntps.score.solve_layer` passes ``atol · N`` for raw sums).
    Fast path: Cholesky ``B = L Lᵀ`` (invariant to the diagonal scaling, so ``B`` is factored as
    it is) and ``W = L⁻ᵀ``, taken when nothing is dropped: short Lanczos runs on ``Bs`` and on
    ``Bs⁻¹`` (two triangular solves per step) estimate ``λ_max`` and ``λ_min``, and the path is
@@ -223,7 +224,8 @@ def whiten(B: torch.Tensor, *, rcond: float = DEFAULT_RCOND, atol: float | None 
     generalized eigenproblem is invariant to this change of variables, and the rank decision no
     longer depends on the units of individual features (hidden states have a few "massive"
     dimensions whose variance exceeds the others' by 10⁶ or more). With ``atol`` the threshold
-    is absolute on the unscaled eigenvalues, as in the authors' code.
+    is absolute on the unscaled eigenvalues of ``B`` as given (eigenvalues ``<= atol`` are dropped);
+    the authors apply 1e-8 to ``B / N``, i.e. ``atol = 1e-8 · N`` on raw sums (SPEC §2).
 
     ``method``: "cholesky" (fast path, falls back to eigh unless every eigenvalue of Bs clearly
     exceeds tol), "eigh", or "auto" (Cholesky from ``CHOLESKY_MIN_DIM`` on).
@@ -283,8 +285,9 @@ def generalized_eigh(B, *, A=None, A_factor=None, rcond: float = DEFAULT_RCOND, 
     B : (d, d) symmetric PSD array/tensor.
     A : (d, d) symmetric PSD, or ``A_factor`` (d, m) with ``A = A_factor A_factorᵀ`` (preferred:
         more accurate, and cheap when m < d).
-    rcond, atol : relative (default) or absolute tolerance on the eigenvalues of ``B``; ``rcond``
-        is also the relative threshold below which an eigenvalue of the reduced problem is 0.
+    rcond, atol : relative (default, on the Jacobi-scaled ``B``) or absolute (on ``B`` as given)
+        tolerance on the eigenvalues of ``B``; ``rcond`` is also the relative threshold below which an
+        eigenvalue of the reduced problem is 0.
     order : "descending" (largest λ first, the paper's definition) or "ascending" (the
         authors' released code). Ascending is the exact reverse of the full descending order.
     only_nonzero : compute only the columns with λ > 0 (descending order only).

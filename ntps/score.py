@@ -66,11 +66,21 @@ def validate_stats(XX, XY, C0, C1, device=None):
 
 
 def solve_layer(XX, XY, C0, C1, *, rcond: float = DEFAULT_RCOND, atol: float | None = None,
-                order: str = "descending", device=None) -> LayerSolution:
+                n_texts: float | None = None, order: str = "descending", device=None) -> LayerSolution:
     """Solve the perception and autoregressive problems of one layer (SPEC §2).
 
-    Sums may be raw or divided by N: eigenvectors and NTPS do not depend on that factor.
+    Sums may be raw or divided by N: eigenvectors and NTPS do not depend on that factor, and the
+    default relative ``rcond`` (on the Jacobi-scaled Σ and C0) keeps the same ranks either way.
+    ``atol`` is the authors' absolute rule: eigenvalues of the N-normalised ``Σ / N`` and ``C0 / N``
+    at or below ``atol`` are dropped (SPEC §2; the left-hand ``M Mᵀ / N²`` and ``C1 C1ᵀ / N²``
+    only rescale λ). It needs ``n_texts`` = N, the number of texts the sums were taken over
+    (``n_texts=1`` for sums already divided by N).
     """
+    if atol is not None:
+        if n_texts is None or not n_texts > 0:
+            raise ValueError("atol is an absolute tolerance on the N-normalised sums (Σ/N, C0/N, as the authors): "
+                             f"pass n_texts = N > 0, the number of texts of the statistics (got {n_texts})")
+        atol = atol * float(n_texts)  # λ(B / N) > atol  <=>  λ(B) > atol · N
     XX, XY, C0, C1 = validate_stats(XX, XY, C0, C1, device)
     U = generalized_eigh(XX, A_factor=XY, rcond=rcond, atol=atol, order=order,
                          only_nonzero=order == "descending", checked=True)
