@@ -278,9 +278,10 @@ def _bracket_lambda_max(op, like: torch.Tensor, fro: float, steps: int) -> tuple
 
 def _cholesky_whitener(B: torch.Tensor, L: torch.Tensor, s: torch.Tensor, rcond: float,
                        atol: float | None) -> Whitener | None:
-    """The Cholesky-path whitener of ``B = L Lᵀ`` when its rank decision provably (with probability
-    > 1 − 3·LANCZOS_FAILURE) equals the eigh rule's (eigenvalues of ``Bs`` at or below tol dropped);
-    None otherwise (the caller takes eigh). Round-off of the factorisation counts as ``64 d eps ‖Bs‖_F``.
+    """The Cholesky-path whitener of ``B = L Lᵀ`` when its rank decision provably equals the eigh rule's
+    (eigenvalues of ``Bs`` at or below tol dropped), with probability > 1 − 5·LANCZOS_FAILURE (at most
+    five Lanczos estimates are relied on); None otherwise (the caller takes eigh). Round-off of the
+    factorisation counts as ``64 d eps ‖Bs‖_F``.
 
     1. λ_max(Bs) ≤ ‖Bs‖_F (one pass); 16 Lanczos steps on ``Bs⁻¹`` (two triangular solves each): when
        λ_min > tol by that bound, nothing is dropped (``W = L⁻ᵀ``, method "cholesky").
@@ -293,7 +294,8 @@ def _cholesky_whitener(B: torch.Tensor, L: torch.Tensor, s: torch.Tensor, rcond:
     inverse = lambda X: solve(L.T, solve(L, X / s1, upper=False), upper=True) / s1  # noqa: E731 (Bs⁻¹)
     ritz = _lanczos(inverse, B, LANCZOS_STEPS)
     tol = float(atol) if atol is not None else rcond * fro
-    if (1 - _lanczos_slack(LANCZOS_STEPS, d)) / float(ritz[0][0]) - rnd > tol:
+    mu_max = float(ritz[0][0])  # > 0 for a positive definite B; guarded against round-off anyway
+    if mu_max > 0 and (1 - _lanczos_slack(LANCZOS_STEPS, d)) / mu_max - rnd > tol:
         return Whitener(s=s, rank=d, tol=tol, lambda_max=fro, method="cholesky", L=L)
     for steps in (LANCZOS_STEPS, LANCZOS_STEPS_NEAR):
         lam = (fro, fro) if atol is not None else _bracket_lambda_max(lambda X: s1 * (B @ (s1 * X)), B, fro, steps)
@@ -320,7 +322,7 @@ def _deflated_whitener(L, s, inverse, ritz, tols: tuple[float, float], lam_max: 
     if m > DEFLATE_MAX:
         return None
     nu = float(_lanczos(inverse, L, steps, deflate=Z[:, :m])[0][0]) if m else float(mu[0])
-    if not (1 - eps) / nu - rnd > tols[1]:
+    if not (nu > 0 and (1 - eps) / nu - rnd > tols[1]):
         return None
     if not m:
         return Whitener(s=s, rank=d, tol=tols[1], lambda_max=lam_max, method="cholesky", L=L)
