@@ -211,7 +211,7 @@ def whitened_sweep(sol: LayerSolution, *, n_texts: float = 1.0, fractions=DEFAUL
     kU = np.full_like(kV, c)
     Ut = U.Y[:, :c]  # (r_U, c), orthonormal
     lam = U.values[:c] / n_texts
-    SV = U.whitener.to_whitened(V.vectors[:, : int(kV.max(initial=0))])  # (r_U, kV_max)
+    SV = U.whitener.to_whitened(V.whitener.apply(V.Y[:, : int(kV.max(initial=0))]))  # (r_U, kV_max)
     QtU, rdiag = _nested_coordinates(SV, Ut)
     # prefixes that contain a (numerically) dependent column are not nested-orthonormalisable
     dependent = (rdiag <= 1e-10 * rdiag.max()).cpu().numpy()
