@@ -12,10 +12,13 @@ Algorithm for ``A x = λ B x`` with ``B`` symmetric PSD, possibly singular:
    eigenvalues of the unscaled ``B`` as given (the authors' K_sweep drops eigenvalues ``<= 1e-8`` of
    the N-normalised ``B / N``: :func:`ntps.score.solve_layer` passes ``atol · N`` for raw sums).
    Fast path: Cholesky ``B = L Lᵀ`` (invariant to the diagonal scaling, so ``B`` is factored as
-   it is) and ``W = L⁻ᵀ``, taken when nothing is dropped: short Lanczos runs on ``Bs`` and on
-   ``Bs⁻¹`` (two triangular solves per step) estimate ``λ_max`` and ``λ_min``, and the path is
-   taken when ``λ_min > 4 · tol`` by those estimates (the factor covers their error). Otherwise
-   ``W = S Q_r diag(b_r)^-½`` from ``eigh(Bs)``. Both give the same generalized eigenvectors.
+   it is) and ``W = L⁻ᵀ``, taken when nothing is dropped: ``‖Bs‖_F`` bounds ``λ_max`` from above
+   and a short Lanczos run on ``Bs⁻¹`` (two triangular solves per step) bounds ``λ_min`` from below
+   (with probability > 1 − 1e-7 whatever the spectrum). Near the tolerance, further Lanczos runs
+   bracket ``λ_max`` and find the few eigenvectors D of ``Bs`` at or below tol; when they prove
+   the eigh rule's rank, ``W = L⁻ᵀ H`` on the complement of ``L⁻¹ S⁻¹ D``
+   ("deflated"; real models' C0 often has one or two such directions). Otherwise
+   ``W = S Q_r diag(b_r)^-½`` from ``eigh(Bs)``. All give the same generalized eigenvectors.
 2. *Reduced problem.* ``Wᵀ A W y = λ y``. When ``A = F Fᵀ`` is given by a thin factor ``F``
    (d, m) with ``m < r`` (the perception problem, ``m = C``), a thin SVD of ``Wᵀ F`` replaces
    the r×r eigendecomposition. Eigenvectors map back as ``X = W Y`` (columns B-orthonormal).
@@ -33,6 +36,7 @@ from hidden states of at most float32 precision, so eigenvalues of the scaled ``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -42,49 +46,90 @@ DEFAULT_RCOND = 1e-7
 CHOLESKY_MIN_DIM = 256
 #: Eigenvalues closer than this (relative to the largest) count as tied (subspace not unique).
 GAP_RTOL = 1e-9
-#: Krylov dimension of the Lanczos estimates of λ_max(Bs) and λ_min(Bs) on the Cholesky path.
+#: Krylov dimensions of the Lanczos runs on the Cholesky path: the first test, and the runs that decide
+#: near the tolerance (a tighter error bound) and find the directions to deflate.
 LANCZOS_STEPS = 16
-#: The Cholesky path needs the estimated λ_min above ``CERTIFY_MARGIN · tol``. Each estimate is off
-#: by less than 2x with probability > 1 - 1e-7 whatever the spectrum (Kuczyński & Woźniakowski 1992),
-#: so the true λ_min then exceeds tol; a matrix with λ_min in (tol, 4·tol] takes the eigh path.
-CERTIFY_MARGIN = 4.0
+LANCZOS_STEPS_NEAR = 64
+#: Each Lanczos estimate of an extreme eigenvalue is within its bound (:func:`_lanczos_slack`) with
+#: probability > 1 - LANCZOS_FAILURE whatever the spectrum (Kuczyński & Woźniakowski 1992).
+LANCZOS_FAILURE = 1e-7
+#: The Cholesky path deflates at most this many eigenvalues of Bs at or below tol (more: eigh).
+DEFLATE_MAX = 8
+#: ... and only directions whose subspace error bound (Davis–Kahan, residual / gap) is below this.
+DEFLATE_RTOL = 1e-10
 ORDERS = ("descending", "ascending")
 
 
 @dataclass
 class Whitener:
-    """The whitening map ``W`` (d, r) with ``Wᵀ B W = I_r`` on the range of ``B``, kept factored:
-    ``W = L⁻ᵀ`` (Cholesky path, ``B = L Lᵀ``) or ``W = S Q_r diag(b_r)^-½`` (eigh path), with
-    ``S = diag(s)`` the Jacobi scaling. Apply it with :meth:`apply` / :meth:`t_apply` (triangular
-    solves instead of an explicit inverse); :meth:`to_whitened` maps a direction v to ``Wᵀ B v``
-    (``B^{1/2} v`` up to a rotation). ``rank = r``; ``tol`` the threshold on the scaled eigenvalues
-    (from the Lanczos estimate of ``lambda_max`` on the Cholesky path)."""
+    """The whitening map ``W`` (d, r) with ``Wᵀ B W = I_r`` on the range of ``B``, kept factored, with
+    ``S = diag(s)`` the Jacobi scaling:
+
+    * ``"cholesky"``: ``W = L⁻ᵀ`` (``B = L Lᵀ``, r = d);
+    * ``"deflated"``: ``W = L⁻ᵀ H`` with H (d, d − m) an orthonormal basis of the complement of
+      ``N = L⁻¹ S⁻¹ D``, D (d, m) the eigenvectors of ``Bs`` at or below tol: range(W) is then
+      ``{x : Dᵀ S⁻¹ x = 0}``, the range the eigh path keeps. ``H`` is held as the Householder QR
+      (``Hn``, ``tau``) of N: H = columns m.. of its orthogonal factor;
+    * ``"eigh"``: ``W = S Q_r diag(b_r)^-½``.
+
+    Apply it with :meth:`apply` / :meth:`t_apply` (triangular solves instead of an explicit inverse);
+    :meth:`to_whitened` maps a direction v to ``Wᵀ B v`` (``B^{1/2} v`` up to a rotation). ``rank = r``;
+    ``tol`` the threshold on the scaled eigenvalues and ``lambda_max`` λ_max(Bs) (on the Cholesky paths
+    upper bounds: ``‖Bs‖_F`` or the bound of :func:`_cholesky_whitener`)."""
 
     s: torch.Tensor
     rank: int
     tol: float
     lambda_max: float
-    method: str  # "cholesky" or "eigh"
+    method: str  # "cholesky", "deflated" or "eigh"
     L: torch.Tensor | None = None
     Q: torch.Tensor | None = None
     b: torch.Tensor | None = None
+    Hn: torch.Tensor | None = None
+    tau: torch.Tensor | None = None
+
+    @property
+    def deflated(self) -> int:
+        """m, the number of directions projected out on the deflated Cholesky path (0 otherwise)."""
+        return 0 if self.Hn is None else self.Hn.shape[1]
+
+    def _h(self, Y: torch.Tensor, transpose: bool) -> torch.Tensor:
+        """``H Y`` (Y (d − m, k)) or ``Hᵀ Y`` (Y (d, k)); the identity without deflation."""
+        m = self.deflated
+        if not m:
+            return Y
+        if transpose:
+            return torch.ormqr(self.Hn, self.tau, Y, transpose=True)[m:]
+        return torch.ormqr(self.Hn, self.tau, torch.nn.functional.pad(Y, (0, 0, m, 0)))
 
     def t_apply(self, F: torch.Tensor) -> torch.Tensor:
         """``Wᵀ F`` for F (d, m) -> (r, m)."""
         if self.L is not None:  # as (Fᵀ L⁻ᵀ)ᵀ: LAPACK reads a row-major F without a transposed copy
-            return torch.linalg.solve_triangular(self.L.T, F.T, upper=True, left=False).T
+            return self._h(torch.linalg.solve_triangular(self.L.T, F.T, upper=True, left=False).T, True)
         return (self.Q.T @ (self.s[:, None] * F)) / self.b.sqrt()[:, None]
 
     def apply(self, Y: torch.Tensor) -> torch.Tensor:
         """``W Y`` for Y (r, m) -> (d, m)."""
         if self.L is not None:
-            return torch.linalg.solve_triangular(self.L.T, Y, upper=True)
+            return torch.linalg.solve_triangular(self.L.T, self._h(Y, False), upper=True)
         return self.s[:, None] * (self.Q @ (Y / self.b.sqrt()[:, None]))
 
+    def complement(self, Y: torch.Tensor) -> torch.Tensor | None:
+        """On the Cholesky paths, for Y (r, k) with orthonormal columns: a (d, m + k) basis whose span is
+        the Euclidean complement of ``W Y⊥`` (Y⊥ the rest of an orthonormal basis of R^r): ``L H Y``
+        (``Yᵀ Hᵀ L⁻¹ L H Y⊥ = 0`` since ``Wᵀ B W = I``) after the m columns ``L N`` that span the
+        complement of range(W). None on the eigh path."""
+        if self.L is None:
+            return None
+        m = self.deflated
+        if m:
+            Y = torch.ormqr(self.Hn, self.tau, torch.block_diag(torch.eye(m, dtype=Y.dtype, device=Y.device), Y))
+        return _lower_matmul(self.L, Y)
+
     def to_whitened(self, V: torch.Tensor) -> torch.Tensor:
-        """``Wᵀ B V`` for V (d, m) -> (r, m): ``Lᵀ V`` or ``diag(b)^½ Q_rᵀ S⁻¹ V``."""
+        """``Wᵀ B V`` for V (d, m) -> (r, m): ``Hᵀ Lᵀ V`` or ``diag(b)^½ Q_rᵀ S⁻¹ V``."""
         if self.L is not None:
-            return self.L.T @ V
+            return self._h(self.L.T @ V, True)
         s_inv = torch.where(self.s > 0, 1.0 / self.s.clamp_min(torch.finfo(self.s.dtype).tiny),
                             torch.zeros_like(self.s))
         return self.b.sqrt()[:, None] * (self.Q.T @ (s_inv[:, None] * V))
@@ -100,17 +145,21 @@ class GeneralizedEig:
     """Ordered solution of ``A x = λ B x`` on the range of ``B``.
 
     ``values`` (n,) and ``vectors`` (d, n) in the requested order, columns B-orthonormal;
-    ``Y`` (r, n) the same vectors in whitened coordinates (``vectors = whitener.W @ Y``);
+    ``Y`` (r, n) the same vectors in whitened coordinates (``vectors = whitener.W @ Y``, formed on first use);
     ``n_nonzero`` eigenvalues exceed the tolerance (for the perception problem: the label
     rank). With ``only_nonzero=True`` only those ``n_nonzero`` columns are computed.
     """
 
     values: torch.Tensor
-    vectors: torch.Tensor
     Y: torch.Tensor
     whitener: Whitener
     n_nonzero: int
     order: str
+
+    @cached_property
+    def vectors(self) -> torch.Tensor:
+        """(d, n) ``W Y``, formed on first use (the sweep of :mod:`ntps.score` needs only a part)."""
+        return self.whitener.apply(self.Y)
 
     @property
     def rank(self) -> int:
@@ -173,17 +222,19 @@ def _max_asymmetry(B: torch.Tensor, block: int = 256) -> float:
     return max(float((B[i:i + block, i:] - B[i:, i:i + block].T).abs().max()) for i in range(0, n, block))
 
 
-def _largest_ritz_value(op, like: torch.Tensor, steps: int = LANCZOS_STEPS) -> float:
-    """Largest eigenvalue of the symmetric operator ``op`` (X (n, k) -> (n, k), n = like.shape[0],
-    dtype and device of ``like``): Rayleigh–Ritz on the Krylov space of a seeded random start
-    (Lanczos with full reorthogonalisation). A lower bound; for ``steps`` = 16 within a factor 2
-    with probability > 1 - 1e-7 whatever the spectrum (Kuczyński & Woźniakowski 1992), and far
-    closer when λ_max is separated from the rest."""
+def _lanczos(op, like: torch.Tensor, steps: int, deflate: torch.Tensor | None = None):
+    """Rayleigh–Ritz on the Krylov space of a seeded random start for the symmetric operator ``op``
+    (X (n, k) -> (n, k), n = like.shape[0]; dtype and device of ``like``), with full reorthogonalisation.
+    With ``deflate`` D (n, m) orthonormal, the operator is ``(I − DDᵀ) op (I − DDᵀ)`` on the complement
+    of D. Returns the Ritz values θ (descending; θ_i ≤ the i-th largest eigenvalue, and the largest is
+    within :func:`_lanczos_slack` of λ_max with probability > 1 − LANCZOS_FAILURE), the Ritz vectors
+    (n, k) and their residual norms ``‖op z − θ z‖``."""
     n = like.shape[0]
-    k = min(steps, n)
+    proj = (lambda X: X - deflate @ (deflate.T @ X)) if deflate is not None else (lambda X: X)
+    k = min(steps, n - (0 if deflate is None else deflate.shape[1]))
     Q = torch.zeros(n, k, dtype=like.dtype, device=like.device)
     AQ = torch.zeros_like(Q)
-    q = torch.randn(n, 1, generator=torch.Generator().manual_seed(0), dtype=like.dtype).to(like.device)
+    q = proj(torch.randn(n, 1, generator=torch.Generator().manual_seed(0), dtype=like.dtype).to(like.device))
     for j in range(k):
         for _ in range(2):  # orthogonalise against the basis so far, twice ("twice is enough")
             q = q - Q[:, :j] @ (Q[:, :j].T @ q)
@@ -192,19 +243,94 @@ def _largest_ritz_value(op, like: torch.Tensor, steps: int = LANCZOS_STEPS) -> f
             k = j  # the Krylov space is invariant: its Ritz values are exact
             break
         Q[:, j:j + 1] = q / nrm
-        AQ[:, j:j + 1] = q = op(Q[:, j:j + 1])
+        AQ[:, j:j + 1] = q = proj(op(Q[:, j:j + 1]))
     H = Q[:, :k].T @ AQ[:, :k]
-    return float(torch.linalg.eigvalsh((H + H.T) / 2)[-1])
+    theta, Z = torch.linalg.eigh((H + H.T) / 2)
+    theta, Z = theta.flip(0), Z.flip(1)
+    X = Q[:, :k] @ Z
+    return theta, X, torch.linalg.vector_norm(AQ[:, :k] @ Z - X * theta, dim=0)
 
 
-def _scaled_extremes(B: torch.Tensor, L: torch.Tensor, s: torch.Tensor) -> tuple[float, float]:
-    """Estimates of (λ_min, λ_max) of ``Bs = S B S`` given ``B = L Lᵀ``: Lanczos on Bs and on
-    ``Bs⁻¹ = S⁻¹ L⁻ᵀ L⁻¹ S⁻¹`` (two triangular solves per step). λ_min is over-, λ_max
-    under-estimated, each by less than 2x with probability > 1 - 1e-7."""
-    s1, solve = s[:, None], torch.linalg.solve_triangular
-    lam_max = _largest_ritz_value(lambda X: s1 * (B @ (s1 * X)), B)
-    inv_max = _largest_ritz_value(lambda X: solve(L.T, solve(L, X / s1, upper=False), upper=True) / s1, B)
-    return 1 / inv_max, lam_max
+def _lanczos_slack(steps: int, n: int) -> float:
+    """ε with P(θ_max < (1 − ε) λ_max) ≤ LANCZOS_FAILURE after ``steps`` Lanczos steps on an n × n matrix:
+    ``1.648 √n exp(−√ε (2 steps − 1))`` (Kuczyński & Woźniakowski 1992, Thm 4.2). 16 steps at n = 2048:
+    0.43; 64 steps: 0.026."""
+    return min(0.999, (np.log(1.648 * np.sqrt(n) / LANCZOS_FAILURE) / (2 * steps - 1)) ** 2)
+
+
+def _scaled_fro(B: torch.Tensor, s: torch.Tensor, block: int = 256) -> float:
+    """‖S B S‖_F (an upper bound on λ_max of the Jacobi-scaled matrix), by strips of rows."""
+    s2 = s * s
+    return float(sum(((B[i:i + block] * s).square().sum(1) * s2[i:i + block]).sum()
+                     for i in range(0, B.shape[0], block))) ** 0.5
+
+
+def _bracket_lambda_max(op, like: torch.Tensor, fro: float, steps: int) -> tuple[float, float]:
+    """(lower, upper) bounds on λ_max of the PSD operator ``op`` with Frobenius norm ``fro``, from the top
+    Ritz value θ (residual ρ) of ``steps`` Lanczos steps. Lower: θ. Upper: the least of ``fro``,
+    ``θ / (1 − slack)`` (with probability > 1 − LANCZOS_FAILURE) and ``max(θ + ρ, √(fro² − (θ − ρ)²))``
+    (some eigenvalue lies within ρ of θ: λ_max itself, or another one and then λ_max² ≤ fro² − (θ − ρ)²)."""
+    th, _, res = _lanczos(op, like, steps)
+    lo, rho = float(th[0]), float(res[0])
+    other = np.sqrt(max(fro**2 - (lo - rho) ** 2, 0.0)) if lo > rho else fro
+    return lo, min(fro, lo / (1 - _lanczos_slack(steps, like.shape[0])), max(lo + rho, other))
+
+
+def _cholesky_whitener(B: torch.Tensor, L: torch.Tensor, s: torch.Tensor, rcond: float,
+                       atol: float | None) -> Whitener | None:
+    """The Cholesky-path whitener of ``B = L Lᵀ`` when its rank decision provably equals the eigh rule's
+    (eigenvalues of ``Bs`` at or below tol dropped), with probability > 1 − 5·LANCZOS_FAILURE (at most
+    five Lanczos estimates are relied on); None otherwise (the caller takes eigh). Round-off of the
+    factorisation counts as ``64 d eps ‖Bs‖_F``.
+
+    1. λ_max(Bs) ≤ ‖Bs‖_F (one pass); 16 Lanczos steps on ``Bs⁻¹`` (two triangular solves each): when
+       λ_min > tol by that bound, nothing is dropped (``W = L⁻ᵀ``, method "cholesky").
+    2. Near the tolerance, with 16 Lanczos steps and, if they decide nothing, 64
+       (tighter bounds): λ_max(Bs) is bracketed (:func:`_bracket_lambda_max`), then
+       :func:`_deflated_whitener` drops the eigenvalues the eigh rule drops, if it can prove which."""
+    d, s1, solve = B.shape[0], s[:, None], torch.linalg.solve_triangular
+    fro = _scaled_fro(B, s)
+    rnd = 64 * d * np.finfo(float).eps * fro
+    inverse = lambda X: solve(L.T, solve(L, X / s1, upper=False), upper=True) / s1  # noqa: E731 (Bs⁻¹)
+    ritz = _lanczos(inverse, B, LANCZOS_STEPS)
+    tol = float(atol) if atol is not None else rcond * fro
+    mu_max = float(ritz[0][0])  # > 0 for a positive definite B; guarded against round-off anyway
+    if mu_max > 0 and (1 - _lanczos_slack(LANCZOS_STEPS, d)) / mu_max - rnd > tol:
+        return Whitener(s=s, rank=d, tol=tol, lambda_max=fro, method="cholesky", L=L)
+    for steps in (LANCZOS_STEPS, LANCZOS_STEPS_NEAR):
+        lam = (fro, fro) if atol is not None else _bracket_lambda_max(lambda X: s1 * (B @ (s1 * X)), B, fro, steps)
+        tols = (atol, atol) if atol is not None else (rcond * lam[0], rcond * lam[1])
+        if steps != LANCZOS_STEPS:
+            ritz = _lanczos(inverse, B, steps)
+        wh = _deflated_whitener(L, s, inverse, ritz, tols, lam[1], rnd, steps)
+        if wh is not None:
+            return wh
+    return None
+
+
+def _deflated_whitener(L, s, inverse, ritz, tols: tuple[float, float], lam_max: float, rnd: float,
+                       steps: int) -> Whitener | None:
+    """Step 2 of :func:`_cholesky_whitener`. ``ritz`` = (μ, Z, residuals) of Lanczos on ``Bs⁻¹``; ``tols``
+    brackets the eigh rule's tol. ``λ_i(Bs) ≤ 1/μ_i``, so the m leading Ritz values with ``1/μ_i ≤ tol``
+    are eigenvalues the eigh rule drops; a run on the deflated ``Bs⁻¹`` then bounds λ_{m+1}(Bs) from
+    below. When that bound exceeds tol and the Ritz vectors D are accurate to DEFLATE_RTOL (Davis–Kahan:
+    residual over the gap to the rest of the spectrum), ``W = L⁻ᵀ H`` on the complement of ``L⁻¹ S⁻¹ D``."""
+    mu, Z, res = ritz
+    d, eps = L.shape[0], _lanczos_slack(steps, L.shape[0])
+    drop = ((mu > 0) & (1 / mu + rnd <= tols[0])).cpu().numpy()  # a prefix: μ descending
+    m = int(drop.argmin()) if not drop.all() else len(drop)
+    if m > DEFLATE_MAX:
+        return None
+    nu = float(_lanczos(inverse, L, steps, deflate=Z[:, :m])[0][0]) if m else float(mu[0])
+    if not (nu > 0 and (1 - eps) / nu - rnd > tols[1]):
+        return None
+    if not m:
+        return Whitener(s=s, rank=d, tol=tols[1], lambda_max=lam_max, method="cholesky", L=L)
+    gap = float(mu[m - 1]) - nu / (1 - eps)  # between the Ritz values of D and the rest of Bs⁻¹'s spectrum
+    if not gap > 0 or float(torch.linalg.vector_norm(res[:m])) > DEFLATE_RTOL * gap:
+        return None
+    Hn, tau = torch.geqrf(torch.linalg.solve_triangular(L, Z[:, :m] / s[:, None], upper=False))
+    return Whitener(s=s, rank=d - m, tol=tols[1], lambda_max=lam_max, method="deflated", L=L, Hn=Hn, tau=tau)
 
 
 def jacobi_scale(B: torch.Tensor) -> torch.Tensor:
@@ -227,8 +353,8 @@ def whiten(B: torch.Tensor, *, rcond: float = DEFAULT_RCOND, atol: float | None 
     is absolute on the unscaled eigenvalues of ``B`` as given (eigenvalues ``<= atol`` are dropped);
     the authors apply 1e-8 to ``B / N``, i.e. ``atol = 1e-8 · N`` on raw sums (SPEC §2).
 
-    ``method``: "cholesky" (fast path, falls back to eigh unless every eigenvalue of Bs clearly
-    exceeds tol), "eigh", or "auto" (Cholesky from ``CHOLESKY_MIN_DIM`` on).
+    ``method``: "cholesky" (the Cholesky paths of :func:`_cholesky_whitener`, with deflation; eigh when
+    they cannot prove the eigh rule's rank), "eigh", or "auto" (Cholesky from ``CHOLESKY_MIN_DIM`` on).
     """
     if method not in ("auto", "cholesky", "eigh"):
         raise ValueError(f"method must be auto, cholesky or eigh, got {method!r}")
@@ -236,11 +362,9 @@ def whiten(B: torch.Tensor, *, rcond: float = DEFAULT_RCOND, atol: float | None 
     s = jacobi_scale(B) if atol is None else torch.ones(d, dtype=B.dtype, device=B.device)
     if (method == "cholesky" or (method == "auto" and d >= CHOLESKY_MIN_DIM)) and bool((s > 0).all()):
         L, info = torch.linalg.cholesky_ex(B)
-        if int(info) == 0:
-            lam_min, lam_max = _scaled_extremes(B, L, s)
-            tol = float(atol) if atol is not None else rcond * lam_max
-            if lam_min > CERTIFY_MARGIN * tol + 64 * d * np.finfo(float).eps * lam_max:  # W = L⁻ᵀ
-                return Whitener(s=s, rank=d, tol=tol, lambda_max=lam_max, method="cholesky", L=L)
+        wh = _cholesky_whitener(B, L, s, rcond, atol) if int(info) == 0 else None
+        if wh is not None:
+            return wh
     Bs = B * s[:, None] * s[None, :]
     b, Q = torch.linalg.eigh(Bs)
     b, Q = b.flip(0), Q.flip(1)  # descending (scaled) variance
@@ -262,6 +386,17 @@ def _gram_lower(G: torch.Tensor, blocks: int = 8) -> torch.Tensor:
     for i in range(0, n, h):
         K[i:i + h, :i + h] = G[i:i + h] @ G[:i + h].T
     return K
+
+
+def _lower_matmul(L: torch.Tensor, X: torch.Tensor, blocks: int = 8) -> torch.Tensor:
+    """``L X`` for a lower-triangular L (n, n), X (n, m), by block rows that skip the zeros above the
+    diagonal blocks (about half a dense product's cost; torch has no triangular multiply)."""
+    n = L.shape[0]
+    out = torch.empty(n, X.shape[1], dtype=X.dtype, device=X.device)
+    h = max(1, -(-n // blocks))
+    for i in range(0, n, h):
+        out[i:i + h] = L[i:i + h, :i + h] @ X[:i + h]
+    return out
 
 
 def _order_null_block(N: torch.Tensor, wh: Whitener) -> torch.Tensor:
@@ -328,7 +463,7 @@ def generalized_eigh(B, *, A=None, A_factor=None, rcond: float = DEFAULT_RCOND, 
         lam, Y = lam.flip(0), Y.flip(1)
     c = int((lam > rel * lam[0]).sum()) if lam[0] > 0 else 0
     if only_nonzero and order == "descending":
-        return GeneralizedEig(lam[:c], wh.apply(Y[:, :c]), Y[:, :c], wh, c, order)
+        return GeneralizedEig(lam[:c], Y[:, :c], wh, c, order)
     if Y.shape[1] < r:  # thin SVD: complete the basis to (r, r), label directions first
         Q = torch.linalg.qr(Y[:, :c], mode="complete")[0] if c > 0 else torch.eye(r, dtype=F.dtype, device=F.device)
         Y = torch.cat([Y[:, :c], Q[:, c:]], dim=1)
@@ -337,4 +472,4 @@ def generalized_eigh(B, *, A=None, A_factor=None, rcond: float = DEFAULT_RCOND, 
     values = torch.cat([lam[:c], torch.zeros(r - c, dtype=lam.dtype, device=lam.device)])
     if order == "ascending":
         Y, values = Y.flip(1), values.flip(0)
-    return GeneralizedEig(values, wh.apply(Y), Y, wh, c, order)
+    return GeneralizedEig(values, Y, wh, c, order)

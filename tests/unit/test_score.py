@@ -242,7 +242,8 @@ def test_rank_decision_ignores_feature_units_but_atol_does_not(random_stats):
 
 @pytest.mark.parametrize("shape", ["decaying", "flat", "one_small"])
 def test_cholesky_path_rank_equals_eigh_rank_near_the_tolerance(shape):
-    """The Cholesky path is taken only when eigh would drop nothing (rank decisions unchanged)."""
+    """The Cholesky path is taken only when eigh would drop nothing (rank decisions unchanged); the deflated
+    Cholesky path, which drops what eigh drops, must keep the same rank too."""
     d = 120
     Q, _ = np.linalg.qr(np.random.default_rng(12).standard_normal((d, d)))
     taken = []
@@ -256,3 +257,56 @@ def test_cholesky_path_rank_equals_eigh_rank_near_the_tolerance(shape):
         if chol.method == "cholesky":
             np.testing.assert_allclose((chol.W.T @ B @ chol.W).numpy(), np.eye(d), atol=1e-6)
     assert not taken[0] and taken[-1]  # rank-deficient: eigh; well conditioned: Cholesky
+
+
+@pytest.mark.parametrize("order", ["descending", "ascending"])
+def test_complement_sweep_equals_the_projection_on_the_first_columns(order, random_stats):
+    """On the Cholesky path large k_V are scored through the complement span(L Y_{>k}) of span(V_k)."""
+    sol = solve_layer(*random_stats(np.random.default_rng(13), d=260, N=1500, C=3), order=order)
+    assert sol.V.whitener.method == "cholesky"
+    res = ntps_sweep(sol, fractions=[0.05, 0.3, 0.5, 0.7, 0.95, 1.0])
+    V, U = sol.V.vectors.numpy(), sol.U.vectors.numpy()
+    assert res["k_V"][-1] == 260 and res["ntps"][-1] == pytest.approx(1.0, abs=1e-12)
+    for kV, kU, got in zip(res["k_V"], res["k_U"], res["ntps"]):
+        Q, Uk = np.linalg.qr(V[:, :kV])[0], U[:, :kU]
+        assert got == pytest.approx(np.linalg.norm(Q.T @ Uk) ** 2 / np.linalg.norm(Uk) ** 2, abs=1e-10)
+
+
+def near_singular(B, small):
+    """B with the smallest eigenvalues of its Jacobi-scaled form replaced by ``small`` (× the largest)."""
+    s = 1 / np.sqrt(np.diag(B))
+    b, Q = np.linalg.eigh(s[:, None] * B * s[None, :])
+    b[: len(small)] = np.asarray(small) * b[-1]
+    return (Q * b) @ Q.T / s[:, None] / s[None, :]
+
+
+@pytest.mark.parametrize("small", [[1e-9], [3e-10, 2e-8], [1e-9, 1e-9, 5e-8]])
+def test_deflated_cholesky_whitening_keeps_the_eigh_range(small):
+    """A few eigenvalues of Bs below tol: the Cholesky path projects them out instead of taking eigh."""
+    d = 260
+    Q, _ = np.linalg.qr(np.random.default_rng(14).standard_normal((d, d)))
+    B = torch.from_numpy(near_singular((Q * np.logspace(0, -3, d)) @ Q.T, small))
+    defl, eig = whiten(B, method="cholesky"), whiten(B, method="eigh")
+    assert defl.method == "deflated" and defl.rank == eig.rank == d - len(small)
+    np.testing.assert_allclose((defl.W.T @ B @ defl.W).numpy(), np.eye(defl.rank), atol=1e-8)
+    P = [np.linalg.qr(wh.W.numpy())[0] for wh in (defl, eig)]  # orthonormal bases of the two ranges
+    assert np.linalg.norm(P[0] @ P[0].T - P[1] @ P[1].T, 2) < 1e-8
+
+
+@pytest.mark.parametrize("order", ["descending", "ascending"])
+def test_deflated_c0_equals_naive_and_its_complement_sweep(order, random_stats):
+    XX, XY, C0, C1 = random_stats(np.random.default_rng(15), d=280, N=1500, C=3)
+    C0 = near_singular(C0, [1e-9, 3e-8])
+    sol = solve_layer(XX, XY, C0, C1, order=order)
+    assert sol.V.whitener.method == "deflated" and sol.V.rank == 278
+    fr = [0.05, 0.3, 0.5, 0.7, 0.95, 1.0]
+    res = ntps_sweep(sol, fractions=fr)
+    if order == "descending":
+        ref = naive_ntps(XX, XY, C0, C1, fr)
+        m = res["unique"]
+        assert m.sum() >= 5
+        np.testing.assert_allclose(res["ntps"][m], ref[m], rtol=0, atol=1e-8)
+    V, U = sol.V.vectors.numpy(), sol.U.vectors.numpy()
+    for kV, kU, got in zip(res["k_V"], res["k_U"], res["ntps"]):
+        Qv, Uk = np.linalg.qr(V[:, :kV])[0], U[:, :kU]
+        assert got == pytest.approx(np.linalg.norm(Qv.T @ Uk) ** 2 / np.linalg.norm(Uk) ** 2, abs=1e-10)
