@@ -1,126 +1,14 @@
 """The training-free baselines of one statistics artifact, one row per layer (NTPS itself: K_sweep.py).
 
-Reads the artifact written by cache.py (SPEC §1) and writes, beside it, ``scores.csv`` and
-``scores.json`` (atomically). Per layer, all from the same sums (:mod:`ntps.baselines`):
-
-========================  ===================================================================
-column                    meaning
-========================  ===================================================================
-layer, d, n_texts         hidden-state index (0 = embedding output), width, N
-logme, h_score            LogME and H-score (higher = better transfer)
-ls_mse, ridge_mse         in-sample MSE of StandardScaler + LinearRegression / Ridge(``--ridge_alpha``)
-                          on one-hot targets (lower = better)
-========================  ===================================================================
-
-A baseline that cannot be computed (e.g. an artifact whose sum_x or class counts disagree with XY)
-is empty in the CSV and null in the JSON, with a warning. ``scores.json`` also holds the settings,
-a subset of the artifact's meta.json, the environment (versions, git commit, command) and the
-warnings. A rerun with the same settings is a no-op; other settings need ``--overwrite``.
-collect.py puts these columns into its long table next to the NTPS of K_sweep.py, and analyze.py
-evaluates them all the same way.
-
-Example:
-    python scores.py                                      # the embedded default artifact
-    python scores.py --model Qwen/Qwen2-0.5B --dataset rotten_tomatoes
-    python scores.py --stats_dir outputs/smollm2-135m/vader-movies/train --layers 0,-1
+The implementation is ``ntps/scripts/scores.py`` (installed as the command ``ntps-scores``);
+``python scores.py --help`` lists the flags. ``import scores`` gives that module itself.
 """
 
-from __future__ import annotations
-
-import logging
-import math
 import sys
-import time
 
-from tqdm.auto import tqdm
-
-from ntps import cli
-from ntps.artifacts import load_stats, read_meta
-from ntps.baselines import all_baselines
-from ntps.cli import parse_int_list
-from ntps.io import environment_info, previous_result, write_csv, write_json
-from ntps.report import fmt
-
-log = logging.getLogger(__name__)
-
-BASELINES = ["logme", "h_score", "ls_mse", "ridge_mse"]
-COLUMNS = ["layer", "d", "n_texts", *BASELINES]
-OUT_STEM = "scores"
-ARTIFACT_KEYS = ("model", "revision", "dataset", "split", "n_texts", "d", "num_classes", "dtype",
-                 "max_length", "max_samples", "fingerprint")
-
-
-def parse_args(argv=None):
-    p = cli.parser("scores.py", __doc__)
-    g = cli.add_artifact_args(p)
-    cli.add_layers_arg(g)
-    g.add_argument("--ridge_alpha", type=float, default=1.0, help="penalty of the ridge probe (ridge_mse)")
-    cli.add_output_args(p, default=None, help="output root: results go to {output_dir}/{model}/{dataset}/{split} "
-                        "of the artifact (default: beside the artifact)", overwrite="recompute even if results exist")
-    cli.alias(p, "--data_path", "--stats_dir")
-    return cli.parse(p, argv)
-
-
-def settings_of(args, meta: dict) -> dict:
-    """The settings recorded in scores.json; ``ValueError`` for layers outside the artifact."""
-    n_layers = len(meta["layers"]) and max(meta["layers"]) + 1
-    try:
-        layers = parse_int_list(args.layers, n_layers) or list(meta["layers"])
-    except ValueError as e:
-        raise ValueError(f"--layers {args.layers}: {e}") from e
-    return {"layers": layers, "ridge_alpha": float(args.ridge_alpha), "stats_fingerprint": meta.get("fingerprint")}
-
-
-def layer_row(layer: int, sums, class_counts, n_texts: int, ridge_alpha: float) -> tuple[dict, str | None]:
-    """One row of scores.csv and a warning when the baselines could not be computed."""
-    row = {"layer": layer, "d": int(sums.XX.shape[0]), "n_texts": int(n_texts)}
-    try:
-        row.update(all_baselines(sums, class_counts, n_texts, ridge_alpha=ridge_alpha))
-    except ValueError as e:  # e.g. an artifact whose sum_x or counts disagree with XY
-        row.update(dict.fromkeys(BASELINES))
-        return row, f"layer {layer}: baselines not computed: {e}"
-    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}, None
-
-
-def summarise(rows: list[dict], meta: dict) -> str:
-    lines = [f"baselines for {meta.get('model')} on {meta.get('dataset')}/{meta.get('split')}, "
-             f"N = {meta.get('n_texts')}, d = {meta.get('d')}",
-             f"{'layer':>5} {'logme':>8} {'h_score':>8} {'ls_mse':>8} {'ridge':>8}"]
-    for r in rows:
-        lines.append(f"{r['layer']:>5} {fmt(r['logme']):>8} {fmt(r['h_score']):>8} "
-                     f"{fmt(r['ls_mse'], '.4f'):>8} {fmt(r['ridge_mse'], '.4f'):>8}")
-    return "\n".join(lines)
-
-
-def main(args) -> dict:
-    stats_dir = cli.locate_artifact(args.stats_dir, args.output_dir, args.model, args.dataset, args.split)
-    meta = read_meta(stats_dir)
-    settings = settings_of(args, meta)
-    out_dir = cli.results_dir(stats_dir, meta, args.output_dir, explicit=args.stats_dir is not None)
-    json_path, csv_path = out_dir / f"{OUT_STEM}.json", out_dir / f"{OUT_STEM}.csv"
-    previous = previous_result(json_path, csv_path, settings, args.overwrite, "scores.py")
-    if previous is not None:
-        print(summarise(previous["rows"], meta))
-        return previous
-    log.info("%s: %d layers, ridge_alpha %g", stats_dir, len(settings["layers"]), settings["ridge_alpha"])
-    rows, warnings, t0 = [], [], time.perf_counter()
-    for layer in tqdm(settings["layers"], desc="scores layers", unit="layer", file=sys.stderr):
-        s = load_stats(stats_dir, layers=[layer])
-        row, warning = layer_row(layer, s.layers[layer], s.class_counts, s.n_texts, settings["ridge_alpha"])
-        if warning:
-            log.warning(warning)
-            warnings.append(warning)
-        rows.append(row)
-    elapsed = time.perf_counter() - t0
-    result = {"settings": settings, "columns": COLUMNS, "rows": rows, "warnings": warnings,
-              "seconds": round(elapsed, 3), "stats_dir": str(stats_dir),
-              "artifact": {k: meta.get(k) for k in ARTIFACT_KEYS}, "environment": environment_info()}
-    write_json(json_path, result)
-    write_csv(csv_path, rows, COLUMNS)
-    print(summarise(rows, meta))
-    log.info("%d layers in %.1fs; wrote %s and %s", len(rows), elapsed, csv_path, json_path)
-    return result
-
+from ntps.scripts import scores as _script
 
 if __name__ == "__main__":
-    cli.run(main, parse_args, "scores.py")
+    _script.run()
+else:
+    sys.modules[__name__] = _script

@@ -22,10 +22,19 @@ product):
 
 - :func:`select_argmax` -- the paper's protocol: the candidate with the largest r over all
   datasets, chosen on the same data (optimistically biased).
-- :func:`lodo` -- leave-one-dataset-out: choose the candidate without dataset j, predict j with
-  that candidate's NTPS, and correlate the n held-out predictions with the metric.
-- :func:`permutation_test` -- repeats the *whole* argmax selection on metrics shuffled across
-  datasets (one permutation shared by all candidates); ``p = (1 + #{null >= obs}) / (1 + n_perm)``.
+- :func:`familywise_test` -- the Westfall-Young max-statistic test of a selected r over a whole family
+  (every variant/score × layer × f examined for a claim, optionally several models): each permutation
+  reorders the datasets once for the whole family and recomputes the maximum; all n! permutations when
+  n! <= :data:`EXACT_MAX` (p = #{null >= obs} / n!), else seeded draws (p = (1 + #{null >= obs}) /
+  (1 + n_perm)); with the p's ``floor`` (the smallest p any metric could give) and each candidate's
+  single-step adjusted p. :func:`permutation_test` is the same on one grid.
+- :func:`lodo_test` / :func:`lodo` -- leave-one-dataset-out: the candidate chosen without dataset j
+  predicts j by j's rank within that candidate's row (a common scale for every f and score; tied
+  candidates averaged and counted); with its own permutation null.
+- :func:`ranking_reliability` -- the test-retest reliability of a metric's dataset ranking (binomial
+  redraws of held-out accuracies, :func:`binomial_replicates`).
+
+The claims of the paper (one family per claim, verdicts) are assembled from these in :mod:`ntps.claims`.
 
 Long tables (from ``collect.py`` or :func:`paper_table`) have columns ``model, dataset, layer,
 fraction[, k], score, value, chance`` plus metric columns; :func:`build_grid` turns the rows of one
@@ -36,7 +45,9 @@ metric must be constant within a (model, dataset) -- a per-dataset quantity such
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -55,6 +66,10 @@ FIGURE_METRICS = {
 
 _TOL = 1e-12  # ties between a null maximum and the observed maximum count as ">="
 MIN_DATASETS = 4  # below this a rank correlation (and LODO) is meaningless
+EXACT_MAX = 100_000  # n! up to which a permutation test enumerates every permutation (n <= 8)
+N_PERM = 10_000  # seeded draws above that
+ALPHA = 0.05  # a test whose floor (smallest attainable p) is >= ALPHA is untestable
+_BLOCK = 1000  # permutations per matrix product (memory: n_candidates × _BLOCK floats)
 
 
 # --------------------------------------------------------------------------------------------
@@ -123,7 +138,66 @@ def _argmax(r: np.ndarray) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Selection, leave-one-dataset-out, permutation test
+# Permutations: exact enumeration or seeded draws
+# --------------------------------------------------------------------------------------------
+
+def permutation_set(n: int, n_perm: int = N_PERM, seed: int = 0) -> tuple[np.ndarray, bool]:
+    """The permutations of ``range(n)`` a test evaluates, and whether they are all of them.
+
+    Every one of the n! permutations (the identity first) when n! <= :data:`EXACT_MAX`, else ``n_perm``
+    seeded uniform draws (with replacement; the identity may recur). Returns ``(P (n_perm_used, n) int, exact)``.
+    """
+    if n < 2:
+        raise ValueError(f"a permutation test needs at least 2 datasets, got {n}")
+    if math.factorial(n) <= EXACT_MAX:
+        return np.array(list(itertools.permutations(range(n))), dtype=np.intp), True
+    if n_perm < 1:
+        raise ValueError("n_perm must be >= 1")
+    rng = np.random.default_rng(seed)
+    return rng.permuted(np.broadcast_to(np.arange(n), (n_perm, n)), axis=1), False
+
+
+def p_values(null: np.ndarray, observed, exact: bool) -> np.ndarray:
+    """Permutation p of each ``observed`` value against the null statistics ``null`` (B,).
+
+    Exact enumeration (the identity is one of the B): ``#{null >= obs} / B``; draws:
+    ``(1 + #{null >= obs}) / (1 + B)``. ``>=`` within :data:`_TOL` (round-off of the matrix products);
+    NaN observations give NaN.
+    """
+    obs = np.asarray(observed, dtype=float)
+    srt = np.sort(np.where(np.isnan(null), -np.inf, null))
+    count = srt.size - np.searchsorted(srt, np.where(np.isnan(obs), np.inf, obs) - _TOL, side="left")
+    p = count / srt.size if exact else (1 + count) / (1 + srt.size)
+    return np.where(np.isnan(obs), np.nan, p)
+
+
+def _p(null: np.ndarray, observed: float, exact: bool) -> float:
+    return float(p_values(null, observed, exact))
+
+
+def _unique_rows(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct rank rows of ``Z`` (candidates with the same ranking give the same r everywhere), their
+    multiplicities and, for each row of ``Z``, the index of its distinct row."""
+    Zu, inverse, counts = np.unique(Z, axis=0, return_inverse=True, return_counts=True)
+    return Zu, counts.astype(float), inverse.reshape(-1)
+
+
+def _ranked_family(X, y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rank rows of the non-constant candidates, their indices in ``X``, rank-z of ``y``); ValueError when
+    nothing varies."""
+    X = np.atleast_2d(np.asarray(X, dtype=float))
+    y = np.asarray(y, dtype=float)
+    if X.shape[1] != y.shape[0]:
+        raise ValueError(f"X has {X.shape[1]} columns but y has {y.shape[0]} values")
+    Z, zy = _rank_z(X), _rank_z(y)
+    valid = np.flatnonzero(~np.isnan(Z).any(axis=1))
+    if valid.size == 0 or np.isnan(zy).any():
+        raise ValueError("no candidate (or the metric) varies across datasets")
+    return Z[valid], valid, zy
+
+
+# --------------------------------------------------------------------------------------------
+# Selection and its family-wise (Westfall-Young max-statistic) null
 # --------------------------------------------------------------------------------------------
 
 def select_argmax(X, y, sign: int = 1) -> tuple[int, float, np.ndarray]:
@@ -136,59 +210,199 @@ def select_argmax(X, y, sign: int = 1) -> tuple[int, float, np.ndarray]:
     return c, float(r[c]), r
 
 
-def lodo(X, y, sign: int = 1) -> dict:
-    """Leave-one-dataset-out selection.
+def familywise_test(Xs, ys, n_perm: int = N_PERM, seed: int = 0) -> dict:
+    """Westfall-Young max-statistic permutation test of a selected Spearman r (SPEC §5.1).
 
-    For each dataset j: choose the candidate maximising the correlation over the other
-    n - 1 datasets, and predict j by that candidate's NTPS ``X[c_j, j]``. The returned ``r`` is
-    spearman(predictions, sign * y) over the n held-out predictions (NaN if n < 4).
+    The family is every candidate examined for one claim: ``Xs`` is a list of blocks (e.g. one per
+    model), block k of shape (m_k, n) -- one row per score × layer × f, the same n datasets in the same
+    column order in every block -- and ``ys[k]`` (n,) the block's metric, already oriented (higher =
+    better predicted). The statistic is ``T = max over blocks and candidates of spearman(X_k[c], y_k)``.
+    Each permutation reorders the datasets once, the same way in every block (so the dependence between
+    candidates, and between models, is kept), and T is recomputed over the whole family: ranks are taken
+    once and every permutation costs one matrix product per block (candidates with identical rankings are
+    evaluated once). All n! permutations when n! <= :data:`EXACT_MAX`, else ``n_perm`` seeded draws.
 
-    Returns ``{"r", "chosen" (n,) candidate indices, "pred" (n,) NTPS predictions}``.
+    Returns a dict: ``observed`` (T), ``p`` (:func:`p_values`), ``floor`` -- the smallest p this test can
+    give whatever the metric: the p of the largest T any reassignment of the metric values to the
+    datasets reaches (``t_max``: the best alignment of y's ranks with a candidate's ranks), computed with
+    the same permutations --, ``exact``, ``n_perm`` (permutations evaluated), ``null_max`` (B,),
+    ``null_q95``, ``r`` (one (m_k,) array per block, NaN for a candidate constant across datasets) and
+    ``adjusted`` (the single-step max-T adjusted p of every candidate, same shapes). ValueError when the
+    blocks disagree on n or nothing varies.
     """
-    X = np.atleast_2d(np.asarray(X, dtype=float))
-    y = sign * np.asarray(y, dtype=float)
-    n = X.shape[1]
-    chosen = np.zeros(n, dtype=int)
-    pred = np.full(n, np.nan)
-    if n < 4:
-        return {"r": float("nan"), "chosen": chosen, "pred": pred}
-    for j in range(n):
-        keep = np.arange(n) != j
-        r = spearman_rows(X[:, keep], y[keep])
-        if np.all(np.isnan(r)):
-            continue
-        chosen[j] = _argmax(r)
-        pred[j] = X[chosen[j], j]
-    ok = ~np.isnan(pred)
-    r_lodo = spearman(pred[ok], y[ok]) if ok.sum() >= 3 else float("nan")
-    return {"r": r_lodo, "chosen": chosen, "pred": pred}
+    if len(Xs) != len(ys) or not len(Xs):
+        raise ValueError("familywise_test: need as many metrics as blocks, and at least one block")
+    n = np.asarray(ys[0]).shape[0]
+    blocks, r_all = [], []
+    for X, y in zip(Xs, ys):
+        if np.asarray(y).shape[0] != n:
+            raise ValueError("familywise_test: every block must hold the same datasets")
+        Z, valid, zy = _ranked_family(X, y)
+        r = np.full(np.atleast_2d(X).shape[0], np.nan)
+        r[valid] = np.clip(Z @ zy, -1.0, 1.0)
+        r_all.append(r)
+        blocks.append((_unique_rows(Z)[0], zy))
+    observed = float(max(np.nanmax(r) for r in r_all))
+    P, exact = permutation_set(n, n_perm, seed)
+    null = np.full(len(P), -np.inf)
+    for start in range(0, len(P), _BLOCK):
+        idx = P[start:start + _BLOCK]
+        for Zu, zy in blocks:
+            np.maximum(null[start:start + _BLOCK], (Zu @ zy[idx].T).max(axis=0),
+                       out=null[start:start + _BLOCK])
+    t_max = float(max(np.max(np.sort(Zu, axis=1) @ np.sort(zy)) for Zu, zy in blocks))
+    return {"observed": observed, "p": _p(null, observed, exact), "floor": _p(null, t_max, exact),
+            "t_max": t_max, "exact": exact, "n_perm": int(len(P)), "seed": seed, "null_max": null,
+            "null_q95": float(np.quantile(null, 0.95)), "r": r_all,
+            "adjusted": [p_values(null, r, exact) for r in r_all]}
 
 
 def permutation_test(X, y, sign: int = 1, n_perm: int = 1000, seed: int = 0) -> dict:
-    """Permutation p-value of the *selected* (argmax) correlation.
+    """Permutation p-value of the *selected* (argmax) correlation of one grid: :func:`familywise_test`
+    with a single block (exact enumeration when n! <= :data:`EXACT_MAX`). With a single candidate this is
+    the ordinary permutation test of spearman.
 
-    Each permutation shuffles the metric across datasets (the same shuffle for every
-    candidate) and repeats the full argmax over all candidates; ranks are computed once, so
-    one permutation costs one (n_candidates x n) @ (n,) product (all permutations: one matrix
-    product). With a single candidate this is the ordinary permutation test of spearman.
-
-    Returns ``{"observed", "p", "null_max" (n_perm,), "null_q95", "n_perm", "seed"}``.
+    Returns ``{"observed", "p", "floor", "exact", "null_max" (n_perm,), "null_q95", "n_perm", "seed"}``.
     """
     X = np.atleast_2d(np.asarray(X, dtype=float))
-    y = sign * np.asarray(y, dtype=float)
-    if n_perm < 1:
-        raise ValueError("n_perm must be >= 1")
-    zx, zy = _rank_z(X), _rank_z(y)
-    zx = zx[~np.isnan(zx).any(axis=1)]
-    if zx.shape[0] == 0 or np.isnan(zy).any():
-        raise ValueError("permutation_test: no candidate (or the metric) varies across datasets")
-    observed = float(np.max(zx @ zy))
+    try:
+        res = familywise_test([X], [sign * np.asarray(y, dtype=float)], n_perm=n_perm, seed=seed)
+    except ValueError as e:
+        raise ValueError(f"permutation_test: {e}") from None
+    return {k: res[k] for k in ("observed", "p", "floor", "exact", "null_max", "null_q95", "n_perm", "seed")}
+
+
+# --------------------------------------------------------------------------------------------
+# Leave-one-dataset-out with its own null
+# --------------------------------------------------------------------------------------------
+
+def _folds(Zu: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per held-out dataset j: (indices of the rows not constant over the other n - 1 datasets, their rank
+    rows there); a row constant there cannot be selected in that fold."""
+    n = Zu.shape[1]
+    out = []
+    for j in range(n):
+        Zj = _rank_z(Zu[:, np.arange(n) != j])
+        ok = np.flatnonzero(~np.isnan(Zj).any(axis=1))
+        out.append((ok, Zj[ok]))
+    return out
+
+
+def _lodo_core(Zu, w, folds, Y, keep_ties: bool = False):
+    """LODO for each row of ``Y`` (B, n) (oriented metrics, e.g. permuted): in fold j, the candidates
+    maximising r over the other datasets (ties within _TOL, counted with multiplicity ``w``) predict j
+    by the mean of their within-row rank ``Zu[c, j]``; r = spearman(predictions, Y[b])."""
+    B, n = Y.shape
+    pred, n_tied, ties = np.empty((B, n)), np.empty((B, n)), []
+    for j, (ok, Zj) in enumerate(folds):
+        if ok.size == 0:  # every candidate constant without j: all tie
+            ok, Zj = np.arange(Zu.shape[0]), np.zeros((Zu.shape[0], n - 1))
+        zy = np.nan_to_num(_rank_z(Y[:, np.arange(n) != j]))
+        R = Zj @ zy.T  # (m_ok, B)
+        tie = R >= R.max(axis=0) - _TOL
+        sums = np.stack([w[ok], w[ok] * Zu[ok, j]]) @ tie
+        n_tied[:, j], pred[:, j] = sums[0], sums[1] / sums[0]
+        if keep_ties:
+            full = np.zeros(Zu.shape[0], dtype=bool)
+            full[ok] = tie[:, 0]
+            ties.append(full)
+    r = np.einsum("bn,bn->b", _rank_z(pred), _rank_z(Y))
+    return r, pred, n_tied, ties
+
+
+def lodo_test(X, y, n_perm: int = N_PERM, seed: int = 0, null: bool = True) -> dict:
+    """Leave-one-dataset-out r of a family, with its own permutation null (SPEC §5.1).
+
+    ``X`` (m, n): the candidates (any scores, layers, f); ``y`` (n,): the metric, oriented. For each
+    dataset j the candidate maximising r over the other n - 1 datasets predicts j. Predictions are put on
+    a common scale: the rank of dataset j within that candidate's row (centred, unit norm), so cells with
+    different f (chance ≈ f) or different scores are comparable. Candidates tied at the maximum (r within
+    :data:`_TOL`) are averaged, not broken by position, and counted (``n_tied``). The LODO r =
+    spearman(predictions, y). Its null repeats everything on the metric permuted across datasets (the same
+    permutations as :func:`familywise_test` with the same ``n_perm``/``seed``); ``floor`` is the p of the
+    largest LODO r seen (observed or null).
+
+    Returns ``{"r", "pred" (n,), "chosen" (n,) the first tied candidate (index into X), "n_tied" (n,)}`` and,
+    with ``null``: ``"p", "floor", "exact", "n_perm", "null_q95"``. ValueError for fewer than
+    :data:`MIN_DATASETS` datasets or nothing varying.
+    """
+    X = np.atleast_2d(np.asarray(X, dtype=float))
+    y = np.asarray(y, dtype=float)
+    n = y.shape[0]
+    if n < MIN_DATASETS:
+        raise ValueError(f"LODO needs at least {MIN_DATASETS} datasets, got {n}")
+    Z, valid, _ = _ranked_family(X, y)
+    Zu, w, inverse = _unique_rows(Z)
+    folds = _folds(Zu)
+    r, pred, n_tied, ties = _lodo_core(Zu, w, folds, y[None], keep_ties=True)
+    chosen = np.array([valid[np.flatnonzero(t[inverse])[0]] for t in ties])
+    out = {"r": float(r[0]), "pred": pred[0], "chosen": chosen, "n_tied": n_tied[0].astype(int)}
+    if null:
+        P, exact = permutation_set(n, n_perm, seed)
+        r_null = np.concatenate([_lodo_core(Zu, w, folds, y[P[s:s + _BLOCK]])[0]
+                                 for s in range(0, len(P), _BLOCK)])
+        top = float(np.nanmax(np.append(r_null, out["r"])))
+        out.update({"p": _p(r_null, out["r"], exact), "floor": _p(r_null, top, exact), "exact": exact,
+                    "n_perm": int(len(P)), "null_q95": float(np.nanquantile(r_null, 0.95))})
+    return out
+
+
+def lodo(X, y, sign: int = 1) -> dict:
+    """Leave-one-dataset-out selection without the null (:func:`lodo_test`): ``{"r", "chosen", "pred",
+    "n_tied"}``; r NaN (and the predictions NaN) when n < :data:`MIN_DATASETS` or nothing varies."""
+    X = np.atleast_2d(np.asarray(X, dtype=float))
+    n = X.shape[1]
+    try:
+        return lodo_test(X, sign * np.asarray(y, dtype=float), null=False)
+    except ValueError:
+        return {"r": float("nan"), "chosen": np.zeros(n, dtype=int), "pred": np.full(n, np.nan),
+                "n_tied": np.zeros(n, dtype=int)}
+
+
+# --------------------------------------------------------------------------------------------
+# Test-retest reliability of a metric's dataset ranking
+# --------------------------------------------------------------------------------------------
+
+def binomial_replicates(acc, n_trials, minus=None):
+    """A replicate generator for :func:`ranking_reliability`: each dataset's accuracy redrawn as
+    Binomial(N, acc) / N with its own test size N; with ``minus`` = (acc2, n2) the difference of two such
+    draws (a LoRA gain = LoRA accuracy − linear-probe accuracy, the two drawn independently, which
+    overstates the noise of a difference measured on the same texts). Arrays of shape (n,)."""
+    acc, n_trials = np.asarray(acc, dtype=float), np.asarray(n_trials, dtype=float)
+    if np.isnan(acc).any() or np.isnan(n_trials).any() or (n_trials < 1).any():
+        raise ValueError("binomial replicates need an accuracy and a test size >= 1 for every dataset")
+    k = np.rint(n_trials).astype(np.int64)
+
+    def draw(rng, size):
+        out = rng.binomial(k, np.clip(acc, 0, 1), size=(size, acc.size)) / k
+        if minus is not None:
+            acc2, n2 = (np.asarray(a, dtype=float) for a in minus)
+            k2 = np.rint(n2).astype(np.int64)
+            out = out - rng.binomial(k2, np.clip(acc2, 0, 1), size=(size, acc.size)) / k2
+        return out
+
+    return draw
+
+
+def ranking_reliability(replicate, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Test-retest reliability of a metric's ranking of the datasets (SPEC §5.1).
+
+    The long table holds one number per dataset, no per-text results, so a bootstrap over texts is not
+    possible; what it does allow is a parametric bootstrap of each dataset's metric from its sampling
+    distribution (``replicate(rng, size) -> (size, n)``, e.g. :func:`binomial_replicates`: a held-out
+    accuracy is a proportion over its N test texts). Two independent replicates of the whole metric vector
+    are drawn ``n_boot`` times; the reliability is the median Spearman r between them (with its 5 % and
+    95 % quantiles). It ignores the noise of fitting the probe, so it is an upper bound: a correlation of
+    any score with the metric cannot meaningfully exceed it. Returns ``{"median", "q05", "q95", "n_boot",
+    "seed"}``; NaN when every replicate is constant.
+    """
     rng = np.random.default_rng(seed)
-    perms = rng.permuted(np.broadcast_to(np.arange(y.size), (n_perm, y.size)), axis=1)
-    null_max = np.max(zx @ zy[perms].T, axis=0)  # (n_cand, n_perm) -> (n_perm,)
-    p = (1 + int(np.sum(null_max >= observed - _TOL))) / (1 + n_perm)
-    return {"observed": observed, "p": p, "null_max": null_max,
-            "null_q95": float(np.quantile(null_max, 0.95)), "n_perm": n_perm, "seed": seed}
+    a, b = replicate(rng, n_boot), replicate(rng, n_boot)
+    r = np.einsum("bn,bn->b", _rank_z(a), _rank_z(b))
+    if np.all(np.isnan(r)):
+        return {"median": float("nan"), "q05": float("nan"), "q95": float("nan"), "n_boot": n_boot, "seed": seed}
+    q05, med, q95 = np.nanquantile(r, [0.05, 0.5, 0.95])
+    return {"median": float(med), "q05": float(q05), "q95": float(q95), "n_boot": n_boot, "seed": seed}
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,7 +456,8 @@ def build_grid(table: pd.DataFrame, metric: str, model: str | None = None) -> Gr
         if col not in table:
             raise ValueError(f"table has no column {col!r}; columns: {list(table.columns)}")
     param = candidate_param(table)
-    t = table.copy()
+    t = table[[c for c in dict.fromkeys(("model", "dataset", "value", metric, "layer", param, "chance", "score",
+                                         "split")) if c in table]].copy()
     for col in ("layer", param, "chance"):
         if col not in t:
             t[col] = np.nan
@@ -303,7 +518,9 @@ def fixed_candidate(grid: Grid) -> int | None:
 def analyze_grid(grid: Grid, sign: int | None = None, n_perm: int = 1000, seed: int = 0) -> dict:
     """(a) argmax selection, (b) LODO, (c) permutation test, (e) score vs chance and the fixed candidate.
 
-    LODO and the selection-aware permutation test are skipped (``None``) with a single candidate,
+    ``n_tied_argmax``: candidates whose r ties the maximum; ``perm_floor``: the smallest p the permutation
+    test could give (:func:`familywise_test`); ``lodo_n_tied``: tied candidates per held-out dataset
+    (:func:`lodo_test`). LODO and the selection-aware permutation test are skipped (``None``) with a single candidate,
     where the selection protocol cannot be repeated (the authors' published data). ``r_fixed`` /
     ``p_fixed``: r and ordinary permutation p at :func:`fixed_candidate`. ``note`` says what limits
     the result (incomplete candidates, fewer than :data:`MIN_DATASETS` datasets); ``error`` is set
@@ -328,16 +545,17 @@ def analyze_grid(grid: Grid, sign: int | None = None, n_perm: int = 1000, seed: 
     except ValueError as e:  # e.g. a metric equal on every dataset (saturated in-sample accuracy)
         out["error"] = str(e)
         return out
-    out.update({**_cand_dict(grid, c), "r_argmax": r, "r_all": r_all})
+    out.update({**_cand_dict(grid, c), "r_argmax": r, "r_all": r_all,
+                "n_tied_argmax": int(np.sum(r_all >= r - _TOL))})
     if grid.n_candidates > 1:
         perm = permutation_test(grid.X, grid.y, sign, n_perm=n_perm, seed=seed)
         lo = lodo(grid.X, grid.y, sign)
-        out.update({"perm_p": perm["p"], "null_q95": perm["null_q95"], "n_perm": n_perm, "seed": seed,
-                    "lodo_r": lo["r"],
+        out.update({"perm_p": perm["p"], "perm_floor": perm["floor"], "null_q95": perm["null_q95"],
+                    "n_perm": perm["n_perm"], "exact": perm["exact"], "seed": seed, "lodo_r": lo["r"],
                     "lodo_chosen": [_cand_dict(grid, i) for i in lo["chosen"]],
-                    "lodo_pred": lo["pred"]})
+                    "lodo_n_tied": lo["n_tied"], "lodo_pred": lo["pred"]})
     else:
-        out.update({"perm_p": None, "null_q95": None, "lodo_r": None})
+        out.update({"perm_p": None, "perm_floor": None, "null_q95": None, "lodo_r": None})
     i = fixed_candidate(grid)
     out.update({f"fixed_{k}": v for k, v in _cand_dict(grid, i).items()})
     out["r_fixed"] = float(r_all[i])

@@ -13,9 +13,11 @@ Layout of one artifact directory (``{output_dir}/{model_slug}/{dataset_slug}/{sp
     meta.json           self-describing metadata (model, dataset, split, N, dtype, layers,
                         versions, git commit, command); ``format`` = FORMAT_VERSION
 
-The safetensors header repeats ``format``, ``fingerprint`` (a hash of the configuration part
-of meta.json), layers, d and C, so a stats file paired with the wrong meta.json is detected.
-Sums are never divided: shards, ranks and resumed runs merge by addition.
+The safetensors header repeats ``format``, ``fingerprint`` (a hash of the configuration part of
+meta.json, CONFIG_KEYS, content digests included) and every field of :data:`HEADER_KEYS` (model,
+revision, dataset, split, N, d, layers, dtype, max_length, the digests ...): a stats file paired with
+another run's meta.json, or a meta.json edited by hand, is refused with the fields that disagree
+(:func:`check_header`). Sums are never divided: shards, ranks and resumed runs merge by addition.
 """
 
 from __future__ import annotations
@@ -29,13 +31,17 @@ import torch
 
 from .io import atomic_path, read_json, write_json
 
-FORMAT_VERSION = "ntps-stats-1"
+FORMAT_VERSION = "ntps-stats-2"  # 2: content digests in the fingerprint, the configuration in the header
 STATS_FILE = "stats.safetensors"
 META_FILE = "meta.json"
 LAYER_KEYS = ("XX", "XY", "C0", "C1", "sum_x")
-#: meta.json keys that define *what* was computed (a resumed or merged run must agree on them).
+#: meta.json keys that define *what* was computed (a resumed or merged run must agree on them): the options
+#: that change a number and the sha256 of the inputs (texts and labels used, data files, weights).
 CONFIG_KEYS = ("model", "revision", "lora_ckpt", "dataset", "dataset_revision", "split", "layers", "d",
-               "num_classes", "max_length", "max_samples", "seed", "dtype")
+               "num_classes", "max_length", "max_samples", "seed", "dtype", "text_column", "label_column",
+               "label_names", "data_sha256", "data_files_sha256", "model_digests")
+#: meta.json keys repeated in the safetensors header (checked against each other when the artifact is read).
+HEADER_KEYS = (*CONFIG_KEYS, "n_texts", "class_counts")
 
 
 class ArtifactError(ValueError):
@@ -113,7 +119,51 @@ def fingerprint(meta: dict) -> str:
 def _header(stats: Stats, meta: dict) -> dict[str, str]:
     return {"format": FORMAT_VERSION, "fingerprint": fingerprint(meta),
             "layers": json.dumps(sorted(stats.layers)), "d": str(stats.d),
-            "num_classes": str(stats.num_classes), "n_texts": str(stats.n_texts)}
+            "num_classes": str(stats.num_classes), "n_texts": str(stats.n_texts),
+            "config": json.dumps({k: meta.get(k) for k in HEADER_KEYS}, sort_keys=True, default=str)}
+
+
+def check_header(header: dict, meta: dict, path: Path, meta_path: Path) -> None:
+    """:class:`ArtifactError` unless the safetensors ``header`` and ``meta`` (meta.json) describe the same run:
+    same format and fingerprint, every :data:`HEADER_KEYS` field equal, and a fingerprint that matches the
+    configuration meta.json states (a hand-edited meta.json is refused, naming the fields)."""
+    fix = "the directory mixes two runs or meta.json was edited: rerun cache.py with --overwrite"
+    if header.get("format") != FORMAT_VERSION:
+        raise ArtifactError(f"{path} has format {header.get('format')!r}, expected {FORMAT_VERSION!r}: {fix}")
+    recorded = json.loads(header.get("config") or "{}")
+    stated = json.loads(json.dumps({k: meta.get(k) for k in recorded}, default=str))
+    bad = [k for k in recorded if recorded[k] != stated[k]]
+    if bad:
+        diff = "; ".join(f"{k}: {stated[k]!r} in {META_FILE}, {recorded[k]!r} in {STATS_FILE}" for k in bad)
+        raise ArtifactError(f"{path} does not belong to {meta_path} ({diff}); {fix}")
+    if header.get("fingerprint") != meta.get("fingerprint") or fingerprint(meta) != meta.get("fingerprint"):
+        raise ArtifactError(f"{path} does not belong to {meta_path} (fingerprint {header.get('fingerprint')} in "
+                            f"{STATS_FILE}, {meta.get('fingerprint')} in {META_FILE}, {fingerprint(meta)} computed "
+                            f"from {META_FILE}); {fix}")
+
+
+def check_meta(directory: str | Path) -> dict:
+    """meta.json of an artifact, checked against the header of the ``stats.safetensors`` beside it (only the
+    header is read); :class:`ArtifactError` as :func:`check_header`."""
+    directory = Path(directory)
+    meta, path, f = _open(directory)
+    with f:
+        check_header(f.metadata() or {}, meta, path, directory / META_FILE)
+    return meta
+
+
+def _open(directory: Path, device="cpu"):
+    """(meta.json, path of stats.safetensors, its open safetensors handle)."""
+    from safetensors import SafetensorError, safe_open
+
+    meta = read_meta(directory)
+    path = directory / STATS_FILE
+    if not path.is_file():
+        raise ArtifactError(f"{path} missing beside {META_FILE}; rerun cache.py with --overwrite")
+    try:
+        return meta, path, safe_open(str(path), framework="pt", device=str(device))
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise ArtifactError(f"{path} is truncated or corrupt ({e}); rerun cache.py with --overwrite") from e
 
 
 def save_stats_file(path: str | Path, stats: Stats, meta: dict) -> None:
@@ -161,34 +211,25 @@ def read_meta(directory: str | Path) -> dict:
     except json.JSONDecodeError as e:
         raise ArtifactError(f"{meta_path} is not valid JSON ({e}); rerun cache.py with --overwrite") from e
     if meta.get("format") != FORMAT_VERSION:
-        raise ArtifactError(f"{meta_path} has format {meta.get('format')!r}, expected {FORMAT_VERSION!r}")
+        old = " (written by an earlier cache.py that recorded no content digests)" \
+            if meta.get("format") == "ntps-stats-1" else ""
+        raise ArtifactError(f"{meta_path} has format {meta.get('format')!r}, expected {FORMAT_VERSION!r}{old}; "
+                            "rerun cache.py with --overwrite")
     return meta
 
 
 def load_stats(directory: str | Path, layers: list[int] | None = None, device="cpu") -> Stats:
     """Load an artifact (optionally a subset of layers), checking it against meta.json."""
-    from safetensors import SafetensorError, safe_open
-
     directory = Path(directory)
-    meta = read_meta(directory)
-    path = directory / STATS_FILE
-    if not path.is_file():
-        raise ArtifactError(f"{path} missing beside {META_FILE}; rerun cache.py with --overwrite")
-    try:
-        f = safe_open(str(path), framework="pt", device=str(device))
-    except (SafetensorError, OSError, RuntimeError) as e:
-        raise ArtifactError(f"{path} is truncated or corrupt ({e}); rerun cache.py with --overwrite") from e
+    meta, path, f = _open(directory, device)
     with f:
         header = f.metadata() or {}
-        if header.get("fingerprint") != meta.get("fingerprint") or header.get("format") != FORMAT_VERSION:
-            raise ArtifactError(f"{path} does not belong to {directory / META_FILE} (fingerprint "
-                                f"{header.get('fingerprint')} vs {meta.get('fingerprint')}); the "
-                                "directory mixes two runs: rerun cache.py with --overwrite")
+        check_header(header, meta, path, directory / META_FILE)
         available = json.loads(header.get("layers", "[]"))
         wanted = available if layers is None else list(layers)
         missing = [layer for layer in wanted if layer not in available]
         if missing:
-            raise ArtifactError(f"layers {missing} not in {path} (available: {available[0]}..{available[-1]})"
+            raise ArtifactError(f"layers {missing} not in {path}: it holds layers {available}"
                                 if available else f"{path} holds no layers")
         d, C = int(header["d"]), int(header["num_classes"])
         keys = set(f.keys())

@@ -7,7 +7,7 @@ Every script builds its parser from the groups below, so a flag has one spelling
 ``--dataset``     offline key, paper dataset, hub id or local file (the authors' ``--dataset_name``)
 ``--split``       ``train`` or ``test``
 ``--seed``        seed of the class-stratified text subset (and of offline splits)
-``--layers``      hidden-state indices, 0 = embedding output
+``--layers``      hidden-state indices, 0 = embedding output, the last after the final norm
 ``--output_dir``  the output ROOT: a run's directory is ``run_dir(root, model, dataset, split_or_mode)``
 ``--device``      ``auto``, ``cpu``, ``cuda``, ``cuda:N`` (:func:`resolve_device`)
 ================  =====================================================================================
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import textwrap
 from collections.abc import Callable
@@ -38,8 +39,10 @@ DEFAULT_DATASET = "vader-movies"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 SPLITS = ("train", "test")
 MODEL_HELP = "offline key (smollm2-135m, gemma3-270m, qwen2.5-coder-0.5b), hub id, local dir or .gguf"
-DATASET_HELP = "offline key, paper dataset, hub id, or a local .csv/.tsv/.jsonl/.parquet file"
-LAYERS_HELP = "hidden-state indices (0 = embedding output): 'all', '0,6,12', '10-20', '-1' (last)"
+DATASET_HELP = ("offline key, paper dataset, hub id, a local .csv/.tsv/.jsonl/.json/.parquet file, "
+                "train=PATH,test=PATH, or a datasets.save_to_disk / hub-clone directory")
+LAYERS_HELP = ("hidden-state indices (0 = embedding output; the last is after the final norm): 'all', '0,6,12', "
+               "'10-20', '-1' (last)")
 ROOT = Path(__file__).resolve().parent.parent
 
 log = logging.getLogger(__name__)
@@ -49,25 +52,82 @@ log = logging.getLogger(__name__)
 # parsing helpers
 # ------------------------------------------------------------------------------------------------
 
-def parse_int_list(text: str | None, n_available: int | None = None) -> list[int] | None:
-    """'all' -> None; '0,5,-1' and '2-6' forms; negative indices count from the end."""
+_INT_RANGE = re.compile(r"^(-?\d+)-(-?\d+)$")
+
+
+def _indices(text: str, n_available: int | None, flag: str) -> list[int] | None:
+    """The indices of '0,5,-1' / '2-6' (negatives resolved against ``n_available`` when given), unsorted."""
     if text is None or str(text).strip().lower() in ("", "all"):
         return None
+    resolve = (lambda v: v + n_available if v < 0 else v) if n_available is not None else (lambda v: v)  # noqa: E731
     out: list[int] = []
-    for part in str(text).split(","):
-        part = part.strip()
-        if "-" in part[1:]:
-            lo, hi = part.split("-", 1) if not part.startswith("-") else (part, "")
-            out.extend(range(int(lo), int(hi) + 1))
+    for part in (p.strip() for p in str(text).split(",")):
+        m = _INT_RANGE.match(part)
+        if m:
+            a, b = int(m.group(1)), int(m.group(2))
+            lo, hi = resolve(a), resolve(b)
+            if lo > hi and (n_available is not None or (a < 0) == (b < 0)):
+                raise ValueError(f"{flag} {text}: the range {part!r} runs downwards; write it upwards "
+                                 f"({m.group(2)}-{m.group(1)})")
+            out.extend(range(lo, hi + 1))
+        elif re.fullmatch(r"-?\d+", part):
+            out.append(resolve(int(part)))
         else:
-            out.append(int(part))
+            raise ValueError(f"{flag} {text}: {part!r} is not an index or a range; expected e.g. 'all', '0,6,12', "
+                             "'10-20' or '-1' (the last)")
+    return out
+
+
+def parse_int_list(text: str | None, n_available: int | None = None, flag: str = "--layers") -> list[int] | None:
+    """'all' -> None; '0,5,-1' and '2-6' forms; negative indices count from the end (with ``n_available``).
+
+    Raises ``ValueError`` naming ``flag`` for a part that is not an integer or a range, a range that runs
+    downwards ('5-2'), and indices outside ``0..n_available-1``."""
+    out = _indices(text, n_available, flag)
+    if out is None:
+        return None
     if n_available is not None:
-        out = [i + n_available if i < 0 else i for i in out]
         bad = [i for i in out if not 0 <= i < n_available]
         if bad:
             raise ValueError(f"layers {bad} out of range: this model has layers 0..{n_available - 1} "
                              "(0 = embedding output)")
     return sorted(set(out))
+
+
+def select_layers(spec: str | None, available: list[int], where: str, flag: str = "--layers") -> list[int]:
+    """The layers of ``spec`` among those ``available`` in an artifact or feature file (``where``); negative
+    indices count from the last available one. ``ValueError`` naming the layers ``where`` holds."""
+    available = sorted(int(v) for v in available)
+    wanted = _indices(spec, (available[-1] + 1) if available else 0, flag)
+    if wanted is None:
+        return available
+    missing = sorted({v for v in wanted if v not in available})
+    if missing:
+        raise ValueError(f"{flag} {spec}: layer(s) {missing} out of range: not saved in {where}, which holds layers "
+                         f"{available} (0 = embedding output); pass some of these, or rerun cache.py with --layers "
+                         "including them")
+    return sorted(set(wanted))
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def layers_spec(text: str) -> str:
+    """argparse type of ``--layers``: the syntax and order are checked at once (the range, against the model
+    or artifact, later)."""
+    try:
+        parse_int_list(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix(f"--layers {text}: ")) from None
+    return text
 
 
 def parse_float_list(text: str) -> list[float]:
@@ -147,17 +207,22 @@ def add_data_args(p: argparse.ArgumentParser, *, split: str | None = "train", lo
     g.add_argument("--text_column", default=None, help="text column of a local file or hub dataset")
     g.add_argument("--label_column", default=None, help="label column of a local file or hub dataset")
     g.add_argument("--test_file", default=None, help="separate test file for a local dataset")
+    g.add_argument("--encoding", default="utf-8", help="text encoding of a local file (e.g. latin-1)")
+    g.add_argument("--merge_label_variants", action="store_true",
+                   help="merge labels of a local file or hub dataset that differ only in case or surrounding "
+                        "whitespace (spam / Spam / ' spam ') into the most frequent spelling; without it they are "
+                        "an error")
     g.add_argument("--max_samples", type=int, default=max_samples, help=max_samples_help)
     if max_eval_samples:
         g.add_argument("--max_eval_samples", type=int, default=None,
                        help="seeded class-stratified cap on test texts; 0 = all")
     g.add_argument("--seed", type=int, default=42, help=seed_help)
-    g.add_argument("--max_length", type=int, default=512, help="truncate texts to this many tokens")
+    g.add_argument("--max_length", type=positive_int, default=512, help="truncate texts to this many tokens")
     return g
 
 
 def add_layers_arg(g, help: str = LAYERS_HELP) -> None:
-    g.add_argument("--layers", default="all", help=help)
+    g.add_argument("--layers", default="all", type=layers_spec, help=help)
 
 
 def add_output_args(p: argparse.ArgumentParser, *, default: str | None = DEFAULT_OUTPUT_DIR,
@@ -372,10 +437,10 @@ def log_to_file(path: Path) -> None:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .artifacts import ArtifactError
     from .fetch import FetchError
-    from .io import OutputExistsError
+    from .io import OutputExistsError, OutputNotWritableError
 
     errors: tuple[type[BaseException], ...] = (KeyError, ValueError, FileNotFoundError, ArtifactError,
-                                               FetchError, OutputExistsError)
+                                               FetchError, OutputExistsError, OutputNotWritableError)
     try:
         from .data import DatasetUnavailableError
         from .models import ModelNotAvailableError

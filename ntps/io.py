@@ -1,4 +1,5 @@
-"""Small I/O helpers: atomic writes, slugs, the cache home, environment metadata."""
+"""Small I/O helpers: atomic writes, slugs, the cache home, environment metadata, the output directory's
+writability check and lock, and the up-to-date rule of derived results."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import json
 import logging
 import os
 import platform
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -80,18 +83,83 @@ class OutputExistsError(FileExistsError):
     (``--overwrite``, or another ``--output_dir``)."""
 
 
-def previous_result(json_path: Path, csv_path: Path, settings: dict, overwrite: bool, script: str = "") -> dict | None:
-    """The saved result when it was computed with ``settings`` (rerun = no-op, logged), None when there is
-    none or ``overwrite``. Raises :class:`OutputExistsError` when results of other settings would be
-    replaced silently. (``script`` is unused, kept for callers.)"""
+class OutputNotWritableError(PermissionError):
+    """The output directory cannot be created or written (checked before any computation)."""
+
+
+class OutputLockedError(OutputExistsError):
+    """Another run holds the lock of the output directory; the message names it (pid, host, command)."""
+
+
+LOCK_FILE = ".ntps.lock"
+
+
+def writable_dir(directory: str | os.PathLike, fix: str = "pass --output_dir with a writable folder") -> Path:
+    """Create ``directory`` if needed and check that a file can be written in it, before any computation.
+    Raises :class:`OutputNotWritableError` naming the directory, the reason and ``fix``."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputNotWritableError(f"cannot write to {directory} ({e.strerror or e}); {fix}") from e
+    return directory
+
+
+@contextlib.contextmanager
+def output_lock(directory: str | os.PathLike, script: str, fix: str = "pass --output_dir with a writable folder"):
+    """Hold the lock of an output directory (``filelock``; released when the process ends, however it ends)
+    while a run writes there. The directory is checked to be writable first (:func:`writable_dir`); the
+    holder's pid, host, command and start time are kept in ``.ntps.lock.json`` beside the lock, and a second
+    run gets :class:`OutputLockedError` naming them instead of mixing its files with the first run's."""
+    from filelock import FileLock, Timeout
+
+    directory = writable_dir(directory, fix)
+    lock, sidecar = FileLock(str(directory / LOCK_FILE)), directory / f"{LOCK_FILE}.json"
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        try:
+            other = read_json(sidecar)
+            who = (f"pid {other.get('pid')} on {other.get('host')}, started {other.get('started')}: "
+                   f"{' '.join(map(str, other.get('command') or []))}")
+        except (OSError, ValueError):
+            who = "its record is unreadable"
+        raise OutputLockedError(f"another run is writing {directory} ({who}); wait for it to finish, or pass "
+                                "another --output_dir") from None
+    try:
+        write_json(sidecar, {"pid": os.getpid(), "host": socket.gethostname(), "script": script,
+                             "command": sys.argv, "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+        yield directory
+    finally:
+        with contextlib.suppress(OSError):
+            sidecar.unlink()
+        lock.release()
+
+
+def previous_result(json_path: Path, csv_path: Path, settings: dict, overwrite: bool,
+                    inputs: dict | None = None) -> dict | None:
+    """The saved result when it was computed with ``settings`` from the same ``inputs`` (sha256 of each
+    file read, :func:`ntps.provenance.file_digests`): a rerun is a no-op, logged. None when there is none,
+    with ``overwrite``, or when an input changed since (the result is stale and is recomputed). Raises
+    :class:`OutputExistsError` when results of other settings would be replaced silently."""
+    from .provenance import changed_inputs
+
     if overwrite or not (Path(json_path).exists() and Path(csv_path).exists()):
         return None
     previous = read_json(json_path)
-    if previous.get("settings") == settings:
-        log.info(f"up to date: {json_path} (pass --overwrite to recompute)")
-        return previous
-    raise OutputExistsError(f"{json_path} exists with other settings or statistics "
-                            f"({previous.get('settings')}); pass --overwrite to replace it")
+    old = {k: v for k, v in (previous.get("settings") or {}).items() if k != "stats_fingerprint"}  # before inputs
+    if old != settings:
+        raise OutputExistsError(f"{json_path} exists with other settings ({previous.get('settings')}); pass "
+                                "--overwrite to replace it")
+    changed = changed_inputs(previous.get("inputs"), inputs or {})
+    if changed:
+        log.info(f"{json_path} was computed from other inputs ({', '.join(changed)} changed since): recomputing")
+        return None
+    log.info(f"up to date: {json_path} (pass --overwrite to recompute)")
+    return previous
 
 
 def read_json(path: str | os.PathLike):

@@ -17,8 +17,11 @@ the four kinds of names, applies the paper's model quirks (OpenELM: remote code 
 tokenizer; pad = eos where a tokenizer has no pad token; right padding), optionally merges a LoRA
 adapter, and returns the model frozen in eval mode with an ``info`` dict for artifact metadata.
 
-Hidden states: ``n_states = num_hidden_layers + 1``; state 0 is the embedding output, state i the
-output of block i (transformers' ``output_hidden_states`` convention).
+Hidden states (transformers' ``output_hidden_states`` convention): ``n_states = num_hidden_layers + 1``;
+state 0 is the embedding output, state i (1 <= i < num_hidden_layers) the output of block i (counting
+from 1), and the last state, ``num_hidden_layers``, the output of the last block *after the model's final
+norm* -- not comparable in scale with the others (its norm is ~49 against ~2,200 for the state before it
+in smollm2-135m), so say so wherever layers are plotted or compared.
 
 CLI::
 
@@ -283,7 +286,7 @@ def load_model_and_tokenizer(name_or_path, *, revision=None, tokenizer_name=None
     -------
     model, tokenizer, info
         ``tokenizer`` always has a pad token (its own, else eos, else unk, else an added ``<pad>``)
-        and pads on the right. ``info`` holds model, path, revision, dtype, device, architecture,
+        and pads on the right. ``info`` holds model, path, revision, commit (hub), dtype, device, architecture,
         model_type, num_hidden_layers, hidden_size, n_states (= layers + 1; state 0 = embedding
         output), source (offline-key / hub / local / gguf), upstream (offline keys), tokenizer,
         pad_token, pad_source, adds_bos, adds_eos, lora_ckpt.
@@ -376,6 +379,7 @@ def load_model_and_tokenizer(name_or_path, *, revision=None, tokenizer_name=None
         "model": name,
         "path": str(resolved["path"]) + (f"/{resolved['gguf_file']}" if resolved["gguf_file"] else ""),
         "revision": revision if source == "hub" else None,
+        "commit": getattr(model.config, "_commit_hash", None) if source == "hub" else None,
         "source": source,
         "dtype": str(torch_dtype).removeprefix("torch."),
         "device": str(dev),

@@ -13,8 +13,10 @@ Conventions (documented in the README):
   :mod:`ntps.linalg`. ``k_U_nominal`` keeps the unclamped value.
 * ``NTPS = ‖P_V U_k‖²_F / ‖U_k‖²_F`` in raw coordinates (U columns Σ-orthonormal, as the
   reference), with chance level ``k_V / d``. ``k_U = 0`` or ``k_V = 0`` gives NaN.
-* Nested subspaces: one QR of the ordered V and one product ``Qᵀ U`` serve every k through
-  2-D prefix sums; no projector or pseudo-inverse is formed per fraction.
+* Nested subspaces: one Householder QR of the ordered V, applied as ``Qᵀ U`` without forming
+  Q, serves every k through 2-D prefix sums; no projector or pseudo-inverse is formed per fraction.
+  On the Cholesky paths the larger k are served by a QR of the complement of span(V_k) instead
+  (:func:`_captured`), about a third less work.
 * The whitened variant (SPEC §2.2) uses the top-``label_rank`` perception directions in
   Σ-whitened coordinates and the bound ``λ_r r (1 − NTPS̃) ≤ Δ(V) ≤ λ_1 r (1 − NTPS̃)``.
 """
@@ -66,11 +68,21 @@ def validate_stats(XX, XY, C0, C1, device=None):
 
 
 def solve_layer(XX, XY, C0, C1, *, rcond: float = DEFAULT_RCOND, atol: float | None = None,
-                order: str = "descending", device=None) -> LayerSolution:
+                n_texts: float | None = None, order: str = "descending", device=None) -> LayerSolution:
     """Solve the perception and autoregressive problems of one layer (SPEC §2).
 
-    Sums may be raw or divided by N: eigenvectors and NTPS do not depend on that factor.
+    Sums may be raw or divided by N: eigenvectors and NTPS do not depend on that factor, and the
+    default relative ``rcond`` (on the Jacobi-scaled Σ and C0) keeps the same ranks either way.
+    ``atol`` is the authors' absolute rule: eigenvalues of the N-normalised ``Σ / N`` and ``C0 / N``
+    at or below ``atol`` are dropped (SPEC §2; the left-hand ``M Mᵀ / N²`` and ``C1 C1ᵀ / N²``
+    only rescale λ). It needs ``n_texts`` = N, the number of texts the sums were taken over
+    (``n_texts=1`` for sums already divided by N).
     """
+    if atol is not None:
+        if n_texts is None or not n_texts > 0:
+            raise ValueError("atol is an absolute tolerance on the N-normalised sums (Σ/N, C0/N, as the authors): "
+                             f"pass n_texts = N > 0, the number of texts of the statistics (got {n_texts})")
+        atol = atol * float(n_texts)  # λ(B / N) > atol  <=>  λ(B) > atol · N
     XX, XY, C0, C1 = validate_stats(XX, XY, C0, C1, device)
     U = generalized_eigh(XX, A_factor=XY, rcond=rcond, atol=atol, order=order,
                          only_nonzero=order == "descending", checked=True)
@@ -97,10 +109,52 @@ def ks_for(fractions, ks, r_U: int, r_V: int, label_rank: int, order: str):
     return kU_nom, kU, kV
 
 
-def _nested_orthonormal(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Q with span(Q[:, :k]) = span(X[:, :k]) for every k, and |diag R| to detect dependence."""
-    Q, R = torch.linalg.qr(X, mode="reduced")
-    return Q, R.diagonal().abs()
+def _nested_coordinates(X: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``Qᵀ Y`` (min(n, k), m) and ``|diag R|`` for the Householder QR ``X = Q R`` of X (n, k), Y (n, m).
+
+    Row i holds the coordinates of Y along the i-th column of an orthonormal Q with
+    span(Q[:, :k]) = span(X[:, :k]) for every k; Q itself is never formed. A small ``|R_ii|``
+    marks a column that depends on the previous ones."""
+    H, tau = torch.geqrf(X)
+    return torch.ormqr(H, tau, Y, transpose=True)[: min(X.shape)], H.diagonal().abs()
+
+
+def _split(kV: np.ndarray, n: int, d: int) -> int:
+    """The largest k served by the forward QR of V (see :func:`_captured`); larger k use the complement.
+    Minimises the flops of both parts, ``2 m² (d − m/3)`` (Householder QR) + ``d² m`` (the triangular
+    map of the m columns they need)."""
+    ks = np.unique(kV)
+    fwd = np.concatenate([[0], ks]).astype(float)  # the forward QR's columns a
+    comp = np.concatenate([n - ks, [0]]).astype(float)  # the complement's columns when it serves every k > a
+    return int(fwd[np.argmin(sum(2 * m**2 * (d - m / 3) + d * d * m for m in (fwd, comp)))])
+
+
+def _captured(V: GeneralizedEig, X: torch.Tensor, kV: np.ndarray, kU: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """``‖P_k X[:, :j]‖²_F`` for every ``(k, j) = (kV[i], kU[i])``, P_k the Euclidean projector onto the first
+    k columns of V (d, n); ``total[i] = ‖X[:, :kU[i]]‖²_F``.
+
+    Small k: one Householder QR of ``V[:, :a]`` serves every k ≤ a (prefix sums of ``(Qᵀ X)²``). Large k, on
+    the Cholesky paths (Y square): the columns of V are B-orthonormal, so the Euclidean complement of
+    span(V_k) is spanned by the m columns of ``Whitener.complement`` that complement range(W) (m = 0 when
+    B is positive definite) and ``B V_{>k}`` (``L Y_{>k}``); ``‖P_k x‖² = ‖x‖² − ‖P⊥ x‖²`` then comes from
+    one QR of that basis with V's columns taken from the last. At the default fractions the two QRs cost
+    about two thirds of one QR of ``V[:, :max k]``."""
+    n = V.Y.shape[1]
+    m = V.whitener.deflated
+    full = V.whitener.L is not None and n == V.whitener.rank
+    a = _split(kV, n, V.Y.shape[0] + m) if full else int(kV.max(initial=0))
+    fwd = kV <= a
+    num = np.zeros(len(kV))
+    if a > 0:
+        T2 = _nested_coordinates(V.whitener.apply(V.Y[:, :a]), X)[0] ** 2
+        num[fwd] = _prefix_sums(T2, kV[fwd], kU[fwd])
+    lo = int(kV[~fwd].min(initial=n))
+    if lo < n or (m and not fwd.all()):
+        T2c = _nested_coordinates(V.whitener.complement(V.Y[:, lo:].flip(1)), X)[0] ** 2
+        num[~fwd] = total[~fwd] - _prefix_sums(T2c, m + n - kV[~fwd], kU[~fwd])
+    else:  # k = n = d: V spans everything
+        num[~fwd] = total[~fwd]
+    return num
 
 
 def _prefix_sums(P: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -121,10 +175,8 @@ def ntps_sweep(sol: LayerSolution, *, fractions=DEFAULT_FRACTIONS, ks=None) -> d
         fractions = None
     kU_nom, kU, kV = ks_for(fractions, ks, U.rank, V.rank, sol.label_rank, U.order)
     Ucols = U.vectors[:, : int(kU.max(initial=0))]
-    Q, _ = _nested_orthonormal(V.vectors[:, : int(kV.max(initial=0))])
-    T2 = (Q.T @ Ucols) ** 2  # (kV_max, kU_max)
-    num = _prefix_sums(T2, kV, kU)
     den = np.concatenate([[0.0], (Ucols**2).sum(0).cumsum(0).cpu().numpy()])[kU]
+    num = _captured(V, Ucols, kV, kU, den)
     with np.errstate(invalid="ignore", divide="ignore"):
         score = np.where((kU > 0) & (kV > 0), num / den, np.nan)
     n = len(kV)
@@ -159,14 +211,14 @@ def whitened_sweep(sol: LayerSolution, *, n_texts: float = 1.0, fractions=DEFAUL
     kU = np.full_like(kV, c)
     Ut = U.Y[:, :c]  # (r_U, c), orthonormal
     lam = U.values[:c] / n_texts
-    SV = U.whitener.to_whitened(V.vectors[:, : int(kV.max(initial=0))])  # (r_U, kV_max)
-    Q, rdiag = _nested_orthonormal(SV)
+    SV = U.whitener.to_whitened(V.whitener.apply(V.Y[:, : int(kV.max(initial=0))]))  # (r_U, kV_max)
+    QtU, rdiag = _nested_coordinates(SV, Ut)
     # prefixes that contain a (numerically) dependent column are not nested-orthonormalisable
     dependent = (rdiag <= 1e-10 * rdiag.max()).cpu().numpy()
     first_dep = int(np.argmax(dependent)) if dependent.any() else len(dependent)
-    T2 = (Q.T @ Ut) ** 2  # (kV_max, c)
+    T2 = QtU**2  # (min(r_U, kV_max), c)
     captured = torch.nn.functional.pad(T2.cumsum(0), (0, 0, 1, 0))  # captured[k, i] = ‖P_k ũ_i‖²
-    # with N < d, span(Σ) has r_U < k_V dimensions: Q has at most r_U columns, and those k_V are NaN below
+    # with N < d, span(Σ) has r_U < k_V dimensions: at most r_U nested directions, and those k_V are NaN below
     cap = captured[torch.as_tensor(np.minimum(kV, captured.shape[0] - 1))].cpu().numpy()  # (n, c)
     lam_np = lam.cpu().numpy()
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -58,6 +58,7 @@ from torch import nn
 
 from . import cli
 from .io import OutputExistsError, atomic_path, environment_info, read_json, run_dir, slugify, write_json
+from .provenance import changed_inputs, check_same_source, file_digests
 from .text import decoder_of, pad_batch, tokenize
 
 __all__ = ["MODES", "DEFAULTS", "TrainConfig", "SequenceClassifier", "add_training_args", "decoder_of",
@@ -235,6 +236,8 @@ class TrainConfig:
     text_column: str | None
     label_column: str | None
     test_file: str | None
+    encoding: str = "utf-8"
+    merge_label_variants: bool = False
     max_samples: int | None
     max_eval_samples: int | None
     seed: int
@@ -723,7 +726,8 @@ def _load_data(cfg: TrainConfig):
     from .data import load_split
 
     kw = dict(seed=cfg.seed, text_column=cfg.text_column, label_column=cfg.label_column,
-              test_file=cfg.test_file, revision=cfg.dataset_revision)
+              test_file=cfg.test_file, revision=cfg.dataset_revision, encoding=cfg.encoding,
+              merge_label_variants=cfg.merge_label_variants)
     train = load_split(cfg.dataset, "train", max_samples=cfg.max_samples or None, **kw)
     test = load_split(cfg.dataset, "test", max_samples=cfg.max_eval_samples or None, **kw)
     if test.num_classes != train.num_classes:
@@ -755,12 +759,14 @@ def _cached_split(cfg: TrainConfig, flag: str, directory):
     hidden state's pooled features (N, d) float32 and labels, checked to belong to ``--model``."""
     from types import SimpleNamespace
 
-    from .probes import load_features
+    from .probes import FEATURE_FILES, load_features
 
     try:
         feats, labels, meta = load_features(directory, cfg.pooling)
     except (FileNotFoundError, ValueError) as e:
         raise type(e)(f"{flag}: {e}") from e
+    directory = Path(directory)
+    files = {n: directory / n for n in ("meta.json", "labels.npy", FEATURE_FILES[cfg.pooling])}
     last = int(meta["n_states"]) - 1
     if last not in meta["layers"]:
         raise ValueError(f"{flag} {directory} has no features of the last hidden state ({last}); "
@@ -769,16 +775,19 @@ def _cached_split(cfg: TrainConfig, flag: str, directory):
         raise ValueError(f"{flag} {directory} holds features of {meta['model']!r}, not --model "
                          f"{cfg.model!r}; pass the matching --model")
     return SimpleNamespace(
-        features=torch.from_numpy(np.asarray(feats[meta["layers"].index(last)], dtype=np.float32)),
+        features=torch.from_numpy(np.array(feats[meta["layers"].index(last)], dtype=np.float32)),
         labels=labels, num_classes=int(meta["num_classes"]), label_names=meta["label_names"],
         info={**meta["dataset_info"], "features_dir": str(directory), "max_length": meta["max_length"]},
-        model_info=meta["model_info"], max_length=meta["max_length"])
+        model_info=meta["model_info"], max_length=meta["max_length"], meta=meta,
+        inputs={f"{flag.strip('-')}/{n}": d for n, d in file_digests(files).items()})
 
 
 def _cached_splits(cfg: TrainConfig):
     """Train and test splits of ``--features_dir`` / ``--test_features_dir``, checked to agree."""
     train_split = _cached_split(cfg, "--features_dir", cfg.features_dir)
     test_split = _cached_split(cfg, "--test_features_dir", cfg.test_features_dir)
+    check_same_source(train_split.meta, test_split.meta, f"--features_dir {cfg.features_dir}",
+                      f"--test_features_dir {cfg.test_features_dir}")
     if train_split.max_length != cfg.max_length:
         raise ValueError(f"the features were computed with max_length {train_split.max_length}; pass "
                          f"--max_length {train_split.max_length} (it is part of the run's record)")
@@ -888,8 +897,12 @@ def _check_output(cfg: TrainConfig, out: Path, run_key: dict) -> dict | None:
             log.info(f"up to date: {results_path} (test accuracy {previous.get('test_accuracy')}); "
                      "pass --overwrite to retrain")
             return {**previous, "reused": True}
-        raise OutputExistsError(f"{results_path} holds a run with other settings; pass --overwrite to replace it "
-                                "or --output_dir to keep both")
+        old = previous.get("run_key") or {}
+        changed = sorted(k for k in set(old) | set(run_key) if old.get(k) != run_key.get(k))
+        inputs = changed_inputs(old.get("inputs"), run_key.get("inputs") or {}) if "inputs" in changed else []
+        raise OutputExistsError(f"{results_path} holds a run with other settings or inputs ({', '.join(changed)}"
+                                + (f": {', '.join(inputs)} changed" if inputs else "") + "); pass --overwrite to "
+                                "replace it or --output_dir to keep both")
     if list_checkpoints(ckpt_root) and not cfg.resume_from_checkpoint:
         raise OutputExistsError(f"{ckpt_root} holds checkpoints of an unfinished run; pass "
                                 "--resume_from_checkpoint latest to continue it or --overwrite to start again")
@@ -923,6 +936,8 @@ def prepare(cfg: TrainConfig) -> Run | dict:
     train_split, test_split = _cached_splits(cfg) if cfg.features_dir else _load_data(cfg)
     dataset_key = train_split.info.get("dataset", cfg.dataset)
     out, run_key = run_dir(cfg.output_dir, cfg.model, dataset_key, cfg.mode), cfg.run_key()
+    if cfg.features_dir:  # the sha256 of the cached features read: a changed file is never mixed in
+        run_key["inputs"] = {**train_split.inputs, **test_split.inputs}
     previous = _check_output(cfg, out, run_key)
     if previous is not None:
         return previous

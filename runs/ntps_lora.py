@@ -45,6 +45,7 @@ def parse_args(argv=None):
     p = cli.parser("runs/ntps_lora.py", __doc__)
     g = cli.add_model_args(p, loading=False)
     g.add_argument("--dtype", default="auto", choices=cli.DTYPES, help="forward-pass dtype of every step")
+    g.add_argument("--trust_remote_code", action="store_true", help="allow model code from the hub (OpenELM)")
     cli.add_device_arg(g)
     cli.add_data_args(p, split=None, max_eval_samples=True, max_samples_help="seeded class-stratified cap on "
                       "training texts (linear probe and LoRA); 0 = all",
@@ -111,7 +112,7 @@ def train_lora(args) -> dict:
 def _common_train_argv(args) -> list[str]:
     argv = ["--model", args.model, "--device", args.device, "--dtype", args.dtype, "--training_seed",
             str(args.training_seed), "--batch_size", str(args.batch_size), "--output_dir", str(args.output_dir)]
-    argv += _data_argv(args)
+    argv += _data_argv(args) + _remote_code_argv(args)
     for flag in ("max_samples", "max_eval_samples"):
         if getattr(args, flag) is not None:
             argv += [f"--{flag}", str(getattr(args, flag))]
@@ -120,12 +121,17 @@ def _common_train_argv(args) -> list[str]:
     return argv
 
 
+def _remote_code_argv(args) -> list[str]:
+    return ["--trust_remote_code"] if args.trust_remote_code else []
+
+
 def _data_argv(args) -> list[str]:
     """The data flags every step shares: dataset, its columns and files, subset seed, max_length."""
     argv = ["--dataset", args.dataset, "--seed", str(args.seed), "--max_length", str(args.max_length)]
     for flag in ("dataset_revision", "text_column", "label_column", "test_file"):
         if getattr(args, flag) is not None:
             argv += [f"--{flag}", str(getattr(args, flag))]
+    argv += ["--encoding", args.encoding] + (["--merge_label_variants"] if args.merge_label_variants else [])
     return argv
 
 
@@ -135,7 +141,7 @@ def compute_stats(args, output_dir: Path, lora_ckpt: Path | None, overwrite: boo
 
     argv = ["--model", args.model, "--split", "train", "--max_samples", str(args.stats_max_samples),
             "--output_dir", str(output_dir), "--layers", args.layers, "--batch_size", str(args.stats_batch_size),
-            "--device", args.device, "--dtype", args.dtype, *_data_argv(args)]
+            "--device", args.device, "--dtype", args.dtype, *_data_argv(args), *_remote_code_argv(args)]
     if lora_ckpt is not None:
         argv += ["--lora_ckpt", str(lora_ckpt)]
     if overwrite:

@@ -1,92 +1,195 @@
-"""REPORT.md of the offline reproduction, from the outputs of ``runs/reproduce_offline.py``.
+"""REPORT.md of the offline reproduction, regenerated from committed files only.
 
-Reads, under the output root ``--output_dir`` (default ``outputs/offline``): ``collected.csv``
-(collect.py's long table), ``analysis/analysis.json`` (analyze.py), and through collect.py's readers the
-LoRA runs (``*/*/ntps_lora.csv``), the runner's ``stages.json`` and the artifacts' own records of their
-compute time. Writes into ``--report_dir`` (default ``results/offline``): ``REPORT.md``, ``summary.json``
-(every number of the report), ``correlations.csv`` (every score), ``ntps_table.csv``, ``probes.csv``,
-``baselines.csv`` (the ranking of every score), ``lora.csv``, ``timings.csv`` and ``figures/*.png``.
+Two steps. :func:`export` copies what a run tree (``--output_dir``, default ``outputs/offline``) holds into the
+report directory ``--report_dir``: ``collected.csv.gz`` (collect.py's long table; ``collected_{label}.csv.gz``
+for the tables of other rank tolerances, ``--tolerance LABEL=CSV``), ``lora.csv`` (the LoRA runs and their
+budget), ``timings.csv`` (compute seconds per stage) and ``run.json`` (the run's command, environment, machine,
+runner invocations and the analysis settings). :func:`regenerate` then computes every statistic from those files
+alone (``analyze.analyze_table``: per-score results, the claims of :mod:`ntps.claims`, the tolerance and source
+checks) and writes ``analysis.json``, ``REPORT.md``, ``summary.json``, ``claims.csv``, ``correlations.csv``,
+``baselines.csv``, ``ntps_table.csv``, ``probes.csv`` and ``figures/*.png``. Both outputs are deterministic:
+``python analyze.py --from DIR`` (= :func:`regenerate`) rewrites them byte for byte (:func:`check_regenerates`
+says which files differ; the figures are not compared).
 
-    python -m runs.report --output_dir outputs/offline --report_dir results/offline
-
-Nothing here computes a statistic: every number comes from the scripts' outputs, so the report is
-regenerated exactly from the same files.
+    python -m runs.report --output_dir outputs/offline --report_dir results/offline/2026-12
+    python analyze.py --from results/offline/2026-12
 """
 
 from __future__ import annotations
 
 import logging
-import math
+import os
 import platform
 import shutil
+import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 
+import analyze
 import collect
-from ntps import cli
+from ntps import analysis, claims, cli
 from ntps.io import atomic_path, environment_info, read_json, write_json
-from ntps.report import fmt, markdown_table
+from ntps.report import files_differ, fmt, json_ready, markdown_table
 
 log = logging.getLogger(__name__)
 
-#: Metrics of the report: (column, label, what it measures).
+TABLE, RUN, ANALYSIS = "collected.csv.gz", "run.json", "analysis.json"
+#: The committed inputs of :func:`regenerate` and the text outputs it writes (compared by :func:`check_regenerates`).
+INPUTS = (TABLE, RUN, "lora.csv", "timings.csv")
+OUTPUTS = ("analysis.json", "REPORT.md", "summary.json", "claims.csv", "correlations.csv", "baselines.csv",
+           "ntps_table.csv", "probes.csv")
+#: Metrics of the per-score analysis: (column, label).
 METRICS = [
-    ("probe_train_acc", "train acc (in-sample, Fig. 2 ACC)",
-     "sklearn logistic probe, last layer, fit and scored on train"),
-    ("probe_train_mse", "train MSE (in-sample, Fig. 2 MSE)", "sklearn linear regression on one-hot labels, train"),
-    ("probe_test_acc", "test acc (held out)", "the same logistic probe scored on the test split"),
-    ("probe_test_mse", "test MSE (held out)", "the same regression scored on the test split"),
-    ("linear_test_acc", "linear-probe test acc", "head trained on frozen features (AdamW, 50 epochs)"),
-    ("lora_gain", "LoRA gain (Fig. 3)", "LoRA test acc − linear-probe test acc"),
+    ("probe_test_acc", "held-out probe accuracy"),
+    ("probe_test_nmse", "held-out normalised MSE"),
+    ("lora_gain", "LoRA gain (Fig. 3)"),
+    ("probe_train_acc", "in-sample probe accuracy (Fig. 2 ACC)"),
+    ("probe_train_nmse", "in-sample normalised MSE (Fig. 2 MSE)"),
+    ("probe_test_mse", "held-out MSE (not normalised)"),
+    ("probe_train_mse", "in-sample MSE (not normalised)"),
+    ("linear_test_acc", "linear-probe test accuracy"),
 ]
-PAPER_METRICS = ("probe_train_acc", "probe_train_mse")
 MAIN = "ntps_raw_descending"  # the paper's definition (SPEC §2.1)
-#: The NTPS sweeps of the correlation section: the paper's, the authors' released order, the whitened variant.
+#: The NTPS sweeps of the per-score section: the paper's, the authors' released order, the whitened variant.
 SWEEPS = (MAIN, "ntps_raw_ascending", "ntps_whitened_descending")
-ALPHA = 0.05
+ALPHA = analysis.ALPHA
 
 
 # ------------------------------------------------------------------------------------------------
-# Reading
+# Export: the run tree -> the committed inputs
 # ------------------------------------------------------------------------------------------------
 
+def write_table(table: pd.DataFrame, path: Path) -> None:
+    """A long table as gzip-compressed CSV with a fixed header time (the same table gives the same bytes)."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, compression={"method": "gzip", "mtime": 0})
 
-def correlations(analysis: dict) -> pd.DataFrame:
-    """One row per (model, score, metric) from analyze.py's analysis.json (results with an error left out)."""
+
+def export(root: Path, report_dir: Path, command: str, settings: claims.Settings, tolerance: dict | None = None
+           ) -> None:
+    """Copy the inputs of :func:`regenerate` from the run tree ``root`` into ``report_dir`` (module docstring)."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    for old in report_dir.glob("collected_*.csv.gz"):
+        old.unlink()
+    write_table(pd.read_csv(root / "collected.csv", low_memory=False), report_dir / TABLE)
+    for label, path in (tolerance or {}).items():
+        write_table(pd.read_csv(path, low_memory=False), report_dir / f"collected_{label}.csv.gz")
+    _csv(collect.lora_runs(root), report_dir / "lora.csv")
+    _csv(collect.stage_times(root), report_dir / "timings.csv")
+    write_json(report_dir / RUN, {"command": command, "report_dir": report_dir.as_posix(),
+                                  "environment": environment_info(),
+                                  "machine": {"cpus": _cpus(), "platform": platform.platform()},
+                                  "invocations": collect.stage_record(root).get("invocations", []),
+                                  "analysis": vars(settings)})
+
+
+def _csv(df: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def _cpus() -> int | None:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+# ------------------------------------------------------------------------------------------------
+# Regenerate: the committed inputs -> every number of the report
+# ------------------------------------------------------------------------------------------------
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return pd.DataFrame()
+
+
+def regenerate(report_dir: str | os.PathLike, plots: bool = True) -> dict:
+    """Compute the analysis from the committed inputs of ``report_dir`` and write the report (module docstring).
+
+    Returns summary.json's content. ValueError when an input is missing.
+    """
+    report_dir = Path(report_dir)
+    for need in (TABLE, RUN):
+        if not (report_dir / need).is_file():
+            raise ValueError(f"{report_dir / need} is missing: not a report directory of runs/report.py")
+    run = read_json(report_dir / RUN)
+    settings = claims.Settings(**run.get("analysis", {}))
+    args = SimpleNamespace(sign=None, all_datasets=False, **vars(settings))
+    table = analysis.orient_scores(pd.read_csv(report_dir / TABLE, low_memory=False))
+    tolerance = {p.name[len("collected_"):-len(".csv.gz")]: analysis.orient_scores(pd.read_csv(p, low_memory=False))
+                 for p in sorted(report_dir.glob("collected_*.csv.gz"))}
+    messages = []
+    figs = report_dir / "figures"
+    if plots:
+        figs.mkdir(exist_ok=True)
+    metrics = [m for m, _ in METRICS if m in table and table[m].notna().any()]
+    res = analyze.analyze_table(table, metrics, args, lambda msg, level=logging.INFO: messages.append(msg),
+                                tolerance=tolerance, plot_dir=figs if plots else None, plot_scores={MAIN})
+    results = {m: [{k: v for k, v in r.items() if k != "r_all"} for r in rs] for m, rs in res["results"].items()}
+    write_json(report_dir / ANALYSIS, json_ready({
+        "inputs": sorted([TABLE, *(f"collected_{k}.csv.gz" for k in tolerance)]), "settings": vars(settings),
+        "verdict_words": claims.VERDICTS, "claims": res["claims"], "tolerance": res["tolerance"],
+        "dropped_directions": res["dropped_directions"], "results": results, "messages": messages}))
+    analysis_json = read_json(report_dir / ANALYSIS)  # what is committed: the numbers the report shows
+    return write_report(report_dir, run, analysis_json, table, plots)
+
+
+def check_regenerates(report_dir: str | os.PathLike) -> list[str]:
+    """Regenerate a copy of ``report_dir``'s inputs in a temporary directory and list the text outputs
+    (:data:`OUTPUTS`) whose bytes differ from the committed ones (empty: the report is reproduced)."""
+    report_dir = Path(report_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / report_dir.name
+        copy.mkdir()
+        for p in [*(report_dir / n for n in INPUTS), *sorted(report_dir.glob("collected_*.csv.gz"))]:
+            if p.is_file():
+                shutil.copy2(p, copy / p.name)
+        regenerate(copy, plots=False)
+        return files_differ(report_dir, copy, OUTPUTS)
+
+
+# ------------------------------------------------------------------------------------------------
+# Tables from the analysis
+# ------------------------------------------------------------------------------------------------
+
+def correlations(results: dict) -> pd.DataFrame:
+    """One row per (model, score, metric) of the per-score analysis (results with an error left out)."""
+    keys = ["n_datasets", "n_candidates", "layer", "fraction", "r_argmax", "n_tied_argmax", "perm_p", "perm_floor",
+            "p_family", "null_q95", "lodo_r", "r_fixed", "p_fixed", "n_perm"]
+    rows = [{"model": r["model"], "score": r["score"], "metric": metric, **{k: r.get(k) for k in keys}}
+            for metric, rs in results.items() for r in rs if "error" not in r]
+    return pd.DataFrame(rows, columns=["model", "score", "metric", *keys])
+
+
+def claims_table(an: dict) -> pd.DataFrame:
+    """One row per claim × model (and the joint rows): the numbers of the verdict section."""
     rows = []
-    for metric, results in analysis["results"].items():
-        for r in results:
-            if "error" in r:
-                continue
-            rows.append({"model": r["model"], "score": r["score"], "metric": metric, "n_datasets": r["n_datasets"],
-                         "n_candidates": r["n_candidates"], "layer": r.get("layer"), "fraction": r.get("fraction"),
-                         "r_argmax": r.get("r_argmax"), "perm_p": r.get("perm_p"), "null_q95": r.get("null_q95"),
-                         "lodo_r": r.get("lodo_r"), "r_fixed": r.get("r_fixed"), "p_fixed": r.get("p_fixed"),
-                         "n_perm": r.get("n_perm")})
+    for r in an["claims"]["claims"] + an["claims"]["joint"]:
+        lodo, rel, win = r.get("lodo") or {}, r.get("reliability") or {}, r.get("winner") or {}
+        rows.append({"claim": r["claim"], "model": r["model"], "metric": r["metric"], "n_datasets": r["n_datasets"],
+                     "n_candidates": r.get("n_candidates"), "r_sel": r.get("r_sel"), "null_q95": r.get("null_q95"),
+                     "cell": _cell_text(win), "n_tied_argmax": r.get("n_tied_argmax"), "p": r.get("p"),
+                     "floor": r.get("floor"), "exact": r.get("exact"), "n_perm": r.get("n_perm"),
+                     "lodo_r": lodo.get("r"), "lodo_p": lodo.get("p"), "lodo_floor": lodo.get("floor"),
+                     "lodo_folds_with_ties": lodo.get("folds_with_ties"), "reliability": rel.get("median"),
+                     "verdict": r["verdict"]})
     return pd.DataFrame(rows)
 
 
-def selected_ntps(analysis: dict, metric: str, score: str) -> pd.DataFrame:
-    """Per (model, dataset): the score and chance at the cell the paper's protocol selects for ``metric``."""
-    rows = []
-    for r in analysis["results"].get(metric, []):
-        if r.get("score") != score or "per_dataset" not in r:
+def verdicts(an: dict) -> dict:
+    """Per metric of an NTPS claim: one entry per model (the summary's ``verdicts``)."""
+    out = {}
+    for r in an["claims"]["claims"]:
+        if r["family"] != "ntps":
             continue
-        for d in r["per_dataset"]:
-            rows.append({"model": r["model"], "dataset": d["dataset"], "layer": r.get("layer"),
-                         "fraction": r.get("fraction"), "ntps": d["value"], "chance": d["chance"],
-                         "margin": d["minus_chance"], metric: d.get(metric)})
-    return pd.DataFrame(rows)
-
-
-def per_dataset(collected: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, dataset) quantities of collect.py (constant within a dataset)."""
-    cols = ["model", "dataset", "n_texts", "d", "label_rank", "probe_layer", "probe_train_acc", "probe_test_acc",
-            "probe_train_mse", "probe_test_mse", "linear_test_acc", "lora_test_acc", "lora_gain"]
-    cols = [c for c in cols if c in collected.columns]
-    return collected[cols].groupby(["model", "dataset"], as_index=False).first()
+        out.setdefault(r["metric"], []).append({
+            "model": r["model"], "metric": r["metric"], "claim": r["claim"], "r_argmax": r.get("r_sel"),
+            "perm_p": r.get("p"), "floor": r.get("floor"), "lodo_r": (r.get("lodo") or {}).get("r"),
+            "lodo_p": (r.get("lodo") or {}).get("p"), "n_datasets": r["n_datasets"], "verdict": r["verdict"]})
+    return out
 
 
 def fixed_cell_ntps(collected: pd.DataFrame, fraction: float = 0.25) -> pd.DataFrame:
@@ -100,37 +203,53 @@ def fixed_cell_ntps(collected: pd.DataFrame, fraction: float = 0.25) -> pd.DataF
         margin=lambda x: x["ntps"] - x["chance"]).reset_index(drop=True)
 
 
-# ------------------------------------------------------------------------------------------------
-# Verdict
-# ------------------------------------------------------------------------------------------------
+def selected(an: dict, metric: str) -> pd.DataFrame:
+    """Per (model, dataset): the NTPS claim's selected cell for ``metric`` (score, layer, f), its value and chance."""
+    rows = []
+    for r in an["claims"]["claims"]:
+        if r["metric"] == metric and r["family"] == "ntps" and r.get("selected"):
+            for d in r["selected"]:
+                rows.append({"model": r["model"], "cell": _cell_text(r["winner"]), **d})
+    return pd.DataFrame(rows)
 
 
-def verdict(corr: pd.DataFrame, metric: str, score: str = MAIN) -> list[dict]:
-    """Per model: does the score track ``metric``? Supported = LODO r > 0 and permutation p < ALPHA."""
+def below_chance(an: dict) -> list[dict]:
+    """Selected cells (each claim's winner, each sweep's own argmax per metric) with NTPS < chance somewhere."""
     out = []
-    part = corr[(corr["metric"] == metric) & (corr["score"] == score)]
-    for _, r in part.sort_values("model").iterrows():
-        lodo, p = r["lodo_r"], r["perm_p"]
-        if not (isinstance(lodo, float) and math.isfinite(lodo)):
-            word = "not testable"
-        elif p < ALPHA and lodo > 0:
-            word = "supported"
-        elif lodo > 0:
-            word = "not significant"
-        else:
-            word = "not supported"
-        out.append({"model": r["model"], "metric": metric, "r_argmax": r["r_argmax"], "perm_p": p,
-                    "lodo_r": lodo, "n_datasets": int(r["n_datasets"]), "verdict": word})
+    for r in an["claims"]["claims"]:
+        below = [d for d in r.get("selected", []) if d["chance"] is not None and d["value"] < d["chance"]]
+        if below:
+            out.append({"model": r["model"], "where": f"{r['label']}: {_cell_text(r['winner'])}", "datasets": below})
+    for metric, rs in an["results"].items():
+        for r in rs:
+            below = [d for d in r.get("per_dataset", []) if d.get("minus_chance") is not None and d["minus_chance"] < 0]
+            if below:
+                cell = _cell_text({"score": r["score"], "layer": r.get("layer"), "fraction": r.get("fraction")})
+                out.append({"model": r["model"], "where": f"{metric}, {cell}", "datasets": below})
     return out
+
+
+def fmt_p(p) -> str:
+    """A p-value: three decimals, or two significant digits below 0.001 (the floors of exact tests)."""
+    return fmt(p, ".1e") if p is not None and 0 < p < 0.001 else fmt(p, ".3f")
+
+
+def _cell_text(c: dict) -> str:
+    if not c:
+        return "–"
+    param = "fraction" if "fraction" in c else "k" if "k" in c else None
+    parts = [f"{c['model']} " if "model" in c else "", c.get("score", ""),
+             f" L{fmt(c.get('layer'), 'd')}" if c.get("layer") is not None else "",
+             f" {'f' if param == 'fraction' else 'k'}={fmt(c[param], 'g')}" if param and c[param] is not None else ""]
+    return "".join(parts)
 
 
 # ------------------------------------------------------------------------------------------------
 # Figures
 # ------------------------------------------------------------------------------------------------
 
-
-def scatter_figure(sel: pd.DataFrame, corr: pd.DataFrame, metric: str, label: str, path: Path) -> Path | None:
-    """One panel per model: NTPS at the selected cell vs ``metric`` (the analogue of Figs. 2/3)."""
+def scatter_figure(sel: pd.DataFrame, claim_rows: pd.DataFrame, metric: str, label: str, path: Path) -> Path | None:
+    """One panel per model: the NTPS claim's selected cell vs ``metric`` (the analogue of Figs. 2/3)."""
     if sel.empty:
         return None
     import matplotlib
@@ -142,22 +261,22 @@ def scatter_figure(sel: pd.DataFrame, corr: pd.DataFrame, metric: str, label: st
     fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.6), squeeze=False)
     for ax, model in zip(axes[0], models):
         part = sel[sel["model"] == model]
-        ax.scatter(part["ntps"], part[metric], color="tab:blue")
-        ax.scatter(part["chance"], part[metric], marker="|", color="grey", s=80, label="chance k_V/d")
+        ax.scatter(part["value"], part[metric], color="tab:blue")
+        if part["chance"].notna().any():
+            ax.scatter(part["chance"], part[metric], marker="|", color="grey", s=80, label="chance k_V/d")
+            ax.legend(fontsize=7, loc="best")
         for _, row in part.iterrows():
-            ax.annotate(row["dataset"], (row["ntps"], row[metric]), fontsize=7, xytext=(3, 3),
+            ax.annotate(row["dataset"], (row["value"], row[metric]), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")
-        c = corr[(corr["model"] == model) & (corr["metric"] == metric) & (corr["score"] == MAIN)]
+        c = claim_rows[(claim_rows["model"] == model) & (claim_rows["metric"] == metric)]
         title = model
         if not c.empty:
             c = c.iloc[0]
-            title += (f"\nr_sel={fmt(c['r_argmax'], '.2f')}  p={fmt(c['perm_p'], '.3f')}  "
-                      f"LODO r={fmt(c['lodo_r'], '.2f')}\n"
-                      f"layer {int(part['layer'].iloc[0])}, f={part['fraction'].iloc[0]:g}")
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("NTPS (descending, raw)")
+            title += (f"\nr_sel={fmt(c['r_sel'], '.2f')}  family-wise p={fmt(c['p'])}  LODO r={fmt(c['lodo_r'], '.2f')}"
+                      f"\n{c['cell']}")
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel("score at the selected cell")
         ax.set_ylabel(label)
-        ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
@@ -170,270 +289,380 @@ def scatter_figure(sel: pd.DataFrame, corr: pd.DataFrame, metric: str, label: st
 # The report
 # ------------------------------------------------------------------------------------------------
 
-
-def build(root: Path, report_dir: Path, command: str) -> dict:
-    """Write the report of the output root ``root`` into ``report_dir``; returns summary.json's content."""
-    collected = pd.read_csv(root / "collected.csv")
-    analysis = read_json(root / "analysis" / "analysis.json")
-    ranking = pd.read_csv(root / "analysis" / "ranking.csv") if (root / "analysis" / "ranking.csv").is_file() \
-        else pd.DataFrame()
-    corr = correlations(analysis)
-    per_ds = per_dataset(collected)
-    fixed = fixed_cell_ntps(collected)
-    lora = collect.lora_runs(root)
-    times = collect.stage_times(root)
-    record = collect.stage_record(root)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    figs = report_dir / "figures"
-    if figs.exists():
-        shutil.rmtree(figs)
-    figs.mkdir()
-
-    verdicts = {m: verdict(corr, m) for m, *_ in METRICS}
-    sel = {m: selected_ntps(analysis, m, MAIN) for m, *_ in METRICS}
-    fig_files = []
-    for m, label, _ in METRICS:
-        f = scatter_figure(sel[m], corr, m, label, figs / f"ntps_vs_{m}.png")
-        if f:
-            fig_files.append(f.name)
-    for png in sorted((root / "analysis").glob("*.png")):  # analyze.py's heat maps
-        if png.name.endswith(f"_{MAIN}.png"):
-            shutil.copy2(png, figs / png.name)
-            fig_files.append(png.name)
-
-    # tables written beside the report
-    def csv(df: pd.DataFrame, name: str) -> None:
-        with atomic_path(report_dir / name) as tmp:
-            df.to_csv(tmp, index=False, float_format="%.6g")
-
-    csv(corr, "correlations.csv")
-    csv(fixed, "ntps_table.csv")
-    csv(per_ds, "probes.csv")
-    csv(times, "timings.csv")
-    if not lora.empty:
-        csv(lora, "lora.csv")
-    if not ranking.empty:
-        csv(ranking, "baselines.csv")
-
-    env = environment_info()
+def write_report(report_dir: Path, run: dict, an: dict, table: pd.DataFrame, plots: bool) -> dict:
+    """summary.json, the CSV tables, the figures and REPORT.md from the analysis ``an``; returns the summary."""
+    info = claims.per_dataset(table)
+    lora, times = _read_csv(report_dir / "lora.csv"), _read_csv(report_dir / "timings.csv")
+    corr, ctab = correlations(an["results"]), claims_table(an)
+    fixed = fixed_cell_ntps(table)
+    ranking = analyze.ranking([r for rs in an["results"].values() for r in rs])
+    label = dict(METRICS)
+    figures = [f"ntps_vs_{m}.png" for m in label if not selected(an, m).empty]
+    if plots:
+        for name in figures:
+            m = name[len("ntps_vs_"):-len(".png")]
+            scatter_figure(selected(an, m), ctab, m, label[m], report_dir / "figures" / name)
+    _csv(ctab, report_dir / "claims.csv")
+    _csv(corr, report_dir / "correlations.csv")
+    _csv(fixed, report_dir / "ntps_table.csv")
+    _csv(info, report_dir / "probes.csv")
+    _csv(ranking, report_dir / "baselines.csv")
     total = float(times["seconds"].sum()) if not times.empty else float("nan")
-    summary = {"command": command, "environment": env,
-               "machine": {"cpus": _cpus(), "platform": platform.platform()},
-               "verdicts": verdicts, "correlations": corr.to_dict("records"),
-               "ntps_fixed_cell": fixed.to_dict("records"), "per_dataset": per_ds.to_dict("records"),
-               "lora": lora.to_dict("records"), "timings_total_s": total,
-               "timings_by_stage": times.groupby("stage")["seconds"].sum().to_dict() if not times.empty else {},
-               "invocations": record.get("invocations", []), "figures": fig_files,
-               "baselines": ranking.to_dict("records") if not ranking.empty else None}
-    write_json(report_dir / "summary.json", _clean(summary))
-    text = render(summary, corr, per_ds, fixed, sel, lora, times, ranking, collected)
+    summary = json_ready({
+        "command": run.get("command"), "report_dir": run.get("report_dir", report_dir.name),
+        "environment": run.get("environment", {}), "machine": run.get("machine", {}),
+        "settings": an["settings"], "verdicts": verdicts(an), "claims": ctab.to_dict("records"),
+        "tolerance_changes_a_verdict": (an.get("tolerance") or {}).get("any_change"),
+        "correlations": corr.to_dict("records"), "ntps_fixed_cell": fixed.to_dict("records"),
+        "per_dataset": info.to_dict("records"), "lora": lora.to_dict("records"), "timings_total_s": total,
+        "timings_by_stage": times.groupby("stage")["seconds"].sum().to_dict() if not times.empty else {},
+        "invocations": run.get("invocations", []), "figures": figures})
+    write_json(report_dir / "summary.json", summary)
+    text = render(report_dir, summary, an, info, fixed, lora, times, ranking, corr)
     with atomic_path(report_dir / "REPORT.md") as tmp:
         Path(tmp).write_text(text)
     return summary
 
 
-def _cpus() -> int | None:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
-def _clean(obj):
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
-
-
-def render(summary, corr, per_ds, fixed, sel, lora, times, ranking, collected) -> str:
+def render(report_dir, summary, an, info, fixed, lora, times, ranking, corr) -> str:
     env = summary["environment"]
     v = env.get("versions", {})
-    models = sorted(per_ds["model"].unique())
+    s = an["settings"]
     L = ["# NTPS offline reproduction — report", "",
-         "Generated by `python -m runs.report` from the outputs of", "", f"    {summary['command']}", "",
+         f"Every number below is recomputed from the committed files of this directory by "
+         f"`python analyze.py --from {summary['report_dir']}` ({s['n_perm']} permutation draws per family-wise test "
+         f"or all n! orders when n! <= {analysis.EXACT_MAX}, {s['n_perm_lodo']} for each LODO null, "
+         f"{s['n_boot']} bootstrap draws, seed {s['perm_seed']}). The run:", "", f"    {summary['command']}", "",
          f"git commit `{env.get('git_commit')}`; python {v.get('python')}, torch {v.get('torch')}, "
          f"transformers {v.get('transformers')}, scikit-learn {v.get('scikit-learn')}, numpy {v.get('numpy')}; "
-         f"{summary['machine']['cpus']} CPU cores ({summary['machine']['platform']}).", ""]
-
-    # --- verdict
-    L += ["## Do the paper's claims hold here?", ""]
-    L += _verdict_text(summary["verdicts"], lora)
-    # --- setup
-    L += ["", "## Set-up", ""]
-    n = per_ds.pivot_table(index="dataset", columns="model", values="n_texts", aggfunc="first")
-    dims = collected.groupby("model")[["d"]].first()
-    L += ["Models (offline GGUF, de-quantised to float32): " + ", ".join(
-        f"`{m}` (d = {int(dims.loc[m, 'd'])}, {int(collected[collected['model'] == m]['layer'].max()) + 1} hidden "
-        "states)" for m in models) + ".", "",
-          "Train texts used for the statistics and the in-sample probes (class-stratified, seed 42; the test "
-          "split is capped the same way, see `timings.csv`):", "",
-          markdown_table([[ds] + [fmt(n.loc[ds, m] if m in n.columns else None, "d") for m in models]
-                          for ds in n.index], ["dataset"] + models), ""]
-
-    # --- correlations
-    L += ["## Spearman r of NTPS against each metric", "",
-          "Per model, over the datasets. `r_sel`: the paper's protocol — the (layer, f) maximising r, chosen "
-          "on the same data (optimistic, SPEC §5); `p`: permutation p-value repeating the whole selection on "
-          "shuffled metrics; `null95`: 95th percentile of that null; `LODO r`: the (layer, f) chosen without "
-          "the held-out dataset (honest). NTPS in the paper's definition (descending eigenvalues, raw "
-          "coordinates); the authors' released order (ascending) and the whitened variant follow.", ""]
-    for score in SWEEPS:
-        part = corr[corr["score"] == score]
-        if part.empty:
-            continue
-        rows = []
-        for _, r in part.sort_values(["metric", "model"], key=lambda s: s.map(_metric_rank) if s.name == "metric"
-                                     else s).iterrows():
-            rows.append([r["metric"], r["model"], int(r["n_datasets"]), fmt(r["r_argmax"], ".2f"),
-                         fmt(r["perm_p"], ".3f"), fmt(r["null_q95"], ".2f"), fmt(r["lodo_r"], ".2f"),
-                         f"{int(r['layer'])}, {r['fraction']:g}" if pd.notna(r["layer"]) else "–"])
-        L += [f"### {score}", "", markdown_table(rows, ["metric", "model", "datasets", "r_sel", "p", "null95",
-                                                           "LODO r", "layer, f"]), ""]
-    for m, label, _ in METRICS:
-        if f"ntps_vs_{m}.png" in summary["figures"]:
-            L += [f"![NTPS vs {label}](figures/ntps_vs_{m}.png)", ""]
-
-    # --- NTPS table
-    L += ["## NTPS with chance levels", "",
-          "At a cell fixed in advance (last hidden state, f = 0.25; descending, raw) — NTPS / chance k_V/d:", ""]
-    piv = fixed.pivot_table(index="dataset", columns="model", values=["ntps", "chance"], aggfunc="first")
-    L += [markdown_table([[ds] + [f"{piv.loc[ds, ('ntps', m)]:.3f} / {piv.loc[ds, ('chance', m)]:.3f}"
-                          if ("ntps", m) in piv.columns and pd.notna(piv.loc[ds, ("ntps", m)]) else "–"
-                          for m in models] for ds in piv.index], ["dataset"] + models), ""]
-    s = sel["probe_train_acc"]
-    if not s.empty:
-        L += ["At the cell the paper's protocol selects for train accuracy (per model, shown in the header):", ""]
-        piv = s.pivot_table(index="dataset", columns="model", values=["ntps", "chance"], aggfunc="first")
-        cells = s.groupby("model")[["layer", "fraction"]].first()
-        L += [markdown_table([[ds] + [f"{piv.loc[ds, ('ntps', m)]:.3f} / {piv.loc[ds, ('chance', m)]:.3f}"
-                              if ("ntps", m) in piv.columns and pd.notna(piv.loc[ds, ("ntps", m)]) else "–"
-                              for m in models] for ds in piv.index],
-                     ["dataset"] + [f"{m} (layer {int(cells.loc[m, 'layer'])}, f={cells.loc[m, 'fraction']:g})"
-                                    for m in models if m in cells.index]), ""]
-
-    # --- probes
-    L += ["## Probe accuracies (last hidden state, mean pooling)", ""]
-    rows = []
-    for _, r in per_ds.sort_values(["model", "dataset"]).iterrows():
-        rows.append([r["model"], r["dataset"], int(r["n_texts"]), fmt(r.get("probe_train_acc")),
-                     fmt(r.get("probe_test_acc")), fmt(r.get("probe_train_mse"), ".4f"),
-                     fmt(r.get("probe_test_mse"), ".4f"), fmt(r.get("linear_test_acc"))])
-    L += [markdown_table(rows, ["model", "dataset", "N train", "train acc", "test acc", "train MSE", "test MSE",
-                        "linear probe test acc"]), ""]
-
-    # --- baselines
-    if not ranking.empty:
-        L += ["## Which training-free score tracks the metrics best? (issue 6)", "",
-              "analyze.py on every score of the same statistics: LogME, H-score, least-squares / ridge probe MSE "
-              "(negated: `-ls_mse`), the NTPS sweeps and the scores derived from them. Sorted by "
-              "leave-one-dataset-out r; `p` repeats each score's own selection on shuffled metrics.", ""]
-        for (model, metric), part in ranking.groupby(["model", "metric"], sort=True):
-            part = part.sort_values("lodo_r", ascending=False, na_position="last")
-            rows = [[r["score"], fmt(r["lodo_r"], ".2f"), fmt(r["r_argmax"], ".2f"), fmt(r["perm_p"], ".3f"),
-                     fmt(r["r_fixed"], ".2f"), fmt(r["p_fixed"], ".3f")] for _, r in part.iterrows()]
-            header = ["score", "LODO r", "r_sel", "p", "r_fixed (last layer)", "p_fixed"]
-            L += [f"**{model} — {metric}**", "", markdown_table(rows, header), ""]
-
-    # --- LoRA
-    L += ["## LoRA: gains and NTPS before/after", ""]
-    if lora.empty:
-        L += ["No LoRA runs in this report.", ""]
-    else:
-        rows = [[r["model"], r["dataset"], fmt(r["linear_acc"]), fmt(r["lora_acc"]), fmt(r["gain"], "+.3f"),
-                 f"{int(r['layer'])}, {r['fraction']:g}", fmt(r["ntps_before"]), fmt(r["ntps_after"]),
-                 fmt(r["chance"])]
-                for _, r in lora.iterrows()]
-        L += [markdown_table(rows, ["model", "dataset", "linear acc", "LoRA acc", "gain", "layer, f", "NTPS before",
-                            "NTPS after", "chance"]), "",
-              "LoRA budget: " + "; ".join(
-                  f"{r['dataset']}: {r['steps']} steps × batch {r['batch_size']}, lr {r['lr']:g}, {r['max_length']} "
-                  f"tokens, {r['n_train']} train / {r['n_test']} test texts, training {r['lora_train_s'] / 60:.1f} min"
-                  for _, r in lora.iterrows() if pd.notna(r.get("steps"))) + " (r 32, α 32, q/k/v of every block, "
-              "Adafactor + cosine as in the paper).", "",
-              "The reported cell is the largest NTPS-before margin over chance (runs/ntps_lora.py); the full layer × "
-              "fraction sweeps before and after are in `outputs/offline/{model}/{dataset}/ntps_lora_sweep.csv`.", ""]
-
-    # --- timings
-    L += ["## Wall time per stage", ""]
-    if not times.empty:
-        g = times.groupby(["stage", "model"], dropna=False)["seconds"].sum().unstack("model").fillna(0)
-        cols = [c for c in g.columns if isinstance(c, str)]
-        rows = [[st] + [f"{g.loc[st, m] / 60:.1f}" for m in cols] + [f"{g.loc[st].sum() / 60:.1f}"]
-                for st in g.index]
-        L += [markdown_table(rows, ["stage (minutes)"] + cols + ["all"]), "",
-              f"Total: **{summary['timings_total_s'] / 60:.0f} min** of stage time (each stage's own record: "
-              "cache.py's `meta.json`, the runner's `stages.json`). Runner invocations: "
-              + "; ".join(f"{i.get('started')} ({i.get('ran')} run, {i.get('skipped')} up to date, "
-                          f"{(i.get('seconds') or 0) / 60:.1f} min)" for i in summary["invocations"]) + ".", ""]
+         f"{summary['machine'].get('cpus')} CPU cores ({summary['machine'].get('platform')}).", ""]
+    L += verdict_section(an, info)
+    L += setup_section(info)
+    L += per_score_section(corr, summary["figures"])
+    L += ranking_section(ranking)
+    L += sensitivity_section(an)
+    L += chance_section(fixed, an)
+    L += probe_section(info)
+    L += lora_section(lora)
+    L += timing_section(times, summary)
     L += ["## Caveats", "", *[f"- {c}" for c in CAVEATS], ""]
     return "\n".join(L)
 
 
-CAVEATS = [
-    "Seven datasets per model: a Spearman r over 7 points has a wide null (see `null95`), and the paper's argmax "
-    "over ~600 (layer, f) cells inflates it further. Read `LODO r` and `p`, not `r_sel`.",
-    "Small N: to fit 2 CPU hours the train splits are capped at a few hundred texts, close to or below the "
-    "hidden size d. In-sample probe accuracy then saturates near 1 and the in-sample MSE is that of a nearly "
-    "interpolating fit, so the paper's in-sample metrics (Fig. 2) carry little signal here; the held-out "
-    "metrics are the informative ones. Σ (text-level) is rank-deficient when N < d; NTPS is computed on its range "
-    "(SPEC §2).",
-    "Texts are cut to 64 tokens (the VADER snippets are shorter; bbc-news and 20newsgroups documents are cut).",
-    "LoRA is a short CPU budget (see the runner's flags) on one model and three short-text datasets, far from the "
-    "paper's 5000 steps: the gains are indicative only and three points cannot test Fig. 3's correlation.",
-]
+CLAIM_HEADER = ["model", "datasets", "r_sel (null 95 %)", "selected cell (ties)", "family-wise p", "floor",
+                "LODO r", "LODO p (floor)", "LODO folds with ties", "reliability", "verdict"]
 
 
-def _metric_rank(m: str) -> int:
-    names = [x for x, *_ in METRICS]
-    return names.index(m) if m in names else len(names)
+def _claim_row(r: dict) -> list:
+    if "p" not in r:
+        return [r["model"], r["n_datasets"]] + ["–"] * 8 + [f"{r['verdict']} ({r.get('why', '')})"]
+    lodo, rel = r.get("lodo") or {}, r.get("reliability") or {}
+    reliability = (f"{fmt(rel.get('median'), '.2f')} ({fmt(rel.get('q05'), '.2f')}–{fmt(rel.get('q95'), '.2f')})"
+                   if rel.get("median") is not None else "n/a")
+    ties = f" ({r['n_tied_argmax']})" if r.get("n_tied_argmax", 1) > 1 else ""
+    return [r["model"], r["n_datasets"], f"{fmt(r['r_sel'], '.2f')} ({fmt(r.get('null_q95'), '.2f')})",
+            _cell_text(r.get("winner")) + ties, fmt_p(r["p"]), fmt_p(r["floor"]), fmt(lodo.get("r"), ".2f"),
+            f"{fmt_p(lodo.get('p'))} ({fmt_p(lodo.get('floor'))})" if lodo else "–",
+            f"{lodo['folds_with_ties']}/{r['n_datasets']}" if lodo else "–", reliability, r["verdict"]]
 
 
-def _verdict_text(verdicts: dict, lora: pd.DataFrame) -> list[str]:
-    out = []
-    label = {m: lab for m, lab, _ in METRICS}
-    for m in ("probe_train_acc", "probe_train_mse", "probe_test_acc", "probe_test_mse", "linear_test_acc"):
-        vs = verdicts.get(m, [])
-        if not vs:
+def claim_block(an: dict, key: str) -> list[str]:
+    rows = [r for r in an["claims"]["claims"] if r["claim"] == key]
+    joint = [r for r in an["claims"]["joint"] if r["claim"] == key]
+    if not rows:
+        return []
+    r0 = next((r for r in rows if "n_candidates" in r), rows[0])
+    n_sup = sum(r["verdict"] == "supported" for r in rows)
+    family = (f"{len(r0.get('scores', []))} score(s) × layers × f = {r0['n_candidates']} candidates"
+              if "n_candidates" in r0 else "no candidates")
+    tested = any("p" in r for r in rows)
+    L = [f"**{r0['label']}** (`{r0['metric']}`; family: {family} for {r0['model']}) — "
+         + (f"{n_sup} of {len(rows)} models support the claim." if tested else "not run."), "",
+         markdown_table([_claim_row(r) for r in rows + joint], CLAIM_HEADER), ""]
+    rel = next((r["reliability"] for r in rows if (r.get("reliability") or {}).get("why")), None)
+    if rel:
+        L += [f"Reliability n/a: {rel['why']}.", ""]
+    return L
+
+
+def verdict_section(an: dict, info: pd.DataFrame) -> list[str]:
+    L = ["## Do the paper's claims hold here?", "",
+         "One family per claim: every score variant × layer × f examined for it, per model; `r_sel` is the paper's "
+         "protocol (the best candidate, chosen on the same data) with the 95th percentile of its null; the "
+         "family-wise p repeats the whole selection on the metric permuted across datasets (Westfall–Young max "
+         "statistic); `floor` is the smallest p the test could give whatever the metric; LODO r picks the cell without "
+         "the held-out dataset and predicts it by the dataset's rank within that cell (tied cells averaged), with its "
+         "own permutation null; reliability is the test–retest Spearman of the metric's ranking (a correlation cannot "
+         "meaningfully exceed it). The row `all models` is one family-wise p over every model's family (datasets "
+         "permuted together). Datasets: one per source.", ""]
+    for c in claims.CLAIMS:
+        if not c.in_sample:
+            L += claim_block(an, c.key)
+    L += ["Verdicts: " + "; ".join(f"**{k}** — {v}" for k, v in claims.VERDICTS.items()) + ".", ""]
+    L += in_sample_section(an, info)
+    L += below_chance_section(an)
+    return L
+
+
+def in_sample_section(an: dict, info: pd.DataFrame) -> list[str]:
+    L = ["### What the in-sample metrics can and cannot say", ""]
+    if {"n_texts", "d"} <= set(info.columns):
+        for model, rows in info.groupby("model", sort=True):
+            bad = rows[rows["n_texts"] < 2 * (rows["d"] + 1)]
+            sat = ""
+            if len(bad) and "probe_train_acc" in bad and bad["probe_train_acc"].notna().any():
+                sat = (f"; their in-sample accuracy: median {fmt(bad['probe_train_acc'].median())} "
+                       f"(min {fmt(bad['probe_train_acc'].min())})")
+            L.append(f"- {model}: d = {fmt(rows['d'].iloc[0], 'd')}, so N >= 2(d + 1) = "
+                     f"{fmt(2 * (rows['d'].iloc[0] + 1), 'd')} is needed; {len(bad)} of {len(rows)} datasets have "
+                     f"fewer train texts{sat}.")
+        L.append("")
+    L += ["Below N = 2(d + 1) random labels are linearly separable with probability ≈ 1 (Cover's theorem): an "
+          "in-sample accuracy ≈ 1 and a least-squares MSE ≈ 0 there say nothing about the representation. The "
+          "in-sample claims are therefore tested on the datasets with N >= 2(d + 1) only; with too few of them they "
+          "are not run.", ""]
+    for c in claims.CLAIMS:
+        if c.in_sample:
+            L += claim_block(an, c.key)
+    return L
+
+
+def below_chance_section(an: dict) -> list[str]:
+    cases = below_chance(an)
+    L = ["### NTPS below chance", ""]
+    if not cases:
+        return L + ["At no selected cell is a dataset's NTPS below its chance level k_V/d.", ""]
+    L += [f"At {len(cases)} selected cell(s) (a claim's selected cell, or a sweep's own best cell for a metric) "
+          "some datasets have NTPS below its chance level k_V/d (the expected overlap with a random subspace of the "
+          "same size). There span(U_k) lies *less* in span(V_k) than a random subspace would: the score is no "
+          "evidence of alignment for those datasets, whatever its rank among them.", ""]
+    rows = [[c["model"], c["where"], "; ".join(f"{d['dataset']} {fmt(d['value'], '.3f')} < {fmt(d['chance'], '.3f')}"
+                                                for d in c["datasets"])] for c in cases]
+    return L + [markdown_table(rows, ["model", "selected cell", "datasets: NTPS < chance"]), ""]
+
+
+def setup_section(info: pd.DataFrame) -> list[str]:
+    L = ["## Set-up", ""]
+    cols = [("dataset_source", "source", "s"), ("num_classes", "C", "d"), ("n_texts", "N train", "d"),
+            ("n_test", "N test", "d")]
+    cols = [c for c in cols if c[0] in info]
+    for model, rows in info.groupby("model", sort=True):
+        d = fmt(rows["d"].iloc[0], "d") if "d" in rows else "–"
+        L += [f"**{model}** (d = {d})", "",
+              markdown_table([[r["dataset"]] + [fmt(r[c], f) for c, _, f in cols] for _, r in rows.iterrows()],
+                             ["dataset"] + [h for _, h, _ in cols]), ""]
+    return L
+
+
+def per_score_section(corr: pd.DataFrame, figures: list[str]) -> list[str]:
+    L = ["## Spearman r of NTPS against each metric", "",
+         "Each NTPS sweep on its own (its layer × f grid, one dataset per source): `r_sel` the paper's protocol, `p` "
+         "its own selection repeated on permuted metrics (floor beside it), `p_family` the same r against the maximum "
+         "over every score of the model (the p to quote when scores are compared), `LODO r` the cell chosen without "
+         "the held-out dataset.", ""]
+    header = ["metric", "model", "datasets", "r_sel", "p", "floor", "p_family", "null95", "LODO r", "layer, f"]
+    for score in SWEEPS:
+        part = corr[corr["score"] == score]
+        if part.empty:
             continue
-        parts = [f"{v['model']}: {v['verdict']} (LODO r {fmt(v['lodo_r'], '.2f')}, p {fmt(v['perm_p'], '.3f')}, "
-                 f"r_sel {fmt(v['r_argmax'], '.2f')})" for v in vs]
-        n_sup = sum(v["verdict"] == "supported" for v in vs)
-        out.append(f"- **NTPS vs {label[m]}** — {n_sup} of {len(vs)} models support the claim: "
-                   + "; ".join(parts) + ".")
-    vs = verdicts.get("lora_gain", [])
-    if lora.empty:
-        out.append("- **NTPS vs LoRA gain (Fig. 3)** — not run.")
+        order = {m: i for i, (m, _) in enumerate(METRICS)}
+        part = part.assign(_o=part["metric"].map(order)).sort_values(["_o", "model"], kind="stable")
+        rows = [[r["metric"], r["model"], fmt(r["n_datasets"], "d"), fmt(r["r_argmax"], ".2f"), fmt_p(r["perm_p"]),
+                 fmt_p(r["perm_floor"]), fmt_p(r["p_family"]), fmt(r["null_q95"], ".2f"),
+                 fmt(r["lodo_r"], ".2f"),
+                 f"{fmt(r['layer'], 'd')}, {fmt(r['fraction'], 'g')}" if pd.notna(r["layer"]) else "–"]
+                for _, r in part.iterrows()]
+        L += [f"### {score}", "", markdown_table(rows, header), ""]
+    label = dict(METRICS)
+    for name in figures:
+        m = name[len("ntps_vs_"):-len(".png")]
+        L += [f"![NTPS vs {label[m]}](figures/{name})", ""]
+    return L
+
+
+def ranking_section(ranking: pd.DataFrame) -> list[str]:
+    if ranking.empty:
+        return []
+    L = ["## Which training-free score tracks the metrics best?", "",
+         "Every score of the same statistics (LogME, H-score, least-squares / ridge probe MSE negated as `-ls_mse`, "
+         "the label rank, the label-free effective rank of the features, the NTPS sweeps and the scores derived from "
+         "them), sorted by LODO r. `p` repeats each score's own selection; `p_family` compares its r_sel with the "
+         "maximum over all scores of the model.", ""]
+    header = ["score", "LODO r", "r_sel", "p", "p_family", "r_fixed (last layer)", "p_fixed"]
+    for (model, metric), part in ranking.groupby(["model", "metric"], sort=True):
+        rows = [[r["score"], fmt(r["lodo_r"], ".2f"), fmt(r["r_argmax"], ".2f"), fmt_p(r["perm_p"]),
+                 fmt_p(r["p_family"]), fmt(r["r_fixed"], ".2f"), fmt_p(r["p_fixed"])]
+                for _, r in part.iterrows()]
+        L += [f"**{model} — {metric}**", "", markdown_table(rows, header), ""]
+    return L
+
+
+def sensitivity_section(an: dict) -> list[str]:
+    L = ["## Sensitivity", "", "### The other dataset of a shared source", ""]
+    src = an["claims"].get("sources") or []
+    if not src:
+        L += ["No two datasets of one model share a source.", ""]
     else:
-        out.append(f"- **NTPS vs LoRA gain (Fig. 3)** — not testable here: LoRA ran on {len(lora)} (model, dataset) "
-                   "pairs only (see the LoRA section for the gains and NTPS before/after).")
-    out += ["", "\"Supported\" means: the (layer, f) chosen without the held-out dataset still predicts it "
-            f"(LODO r > 0) *and* the whole selection beats shuffled metrics (permutation p < {ALPHA}). "
-            "The paper's own protocol (`r_sel`) is shown for comparison with SPEC §4; it is high by construction."]
-    return out
+        rows = [[r["claim"], r["model"], r["variant"], r["n_datasets"], fmt(r["r_sel"], ".2f"), fmt_p(r["p"]),
+                 fmt_p(r["floor"]), fmt(r["lodo_r"], ".2f")] for r in src]
+        header = ["claim", "model", "datasets", "n", "r_sel", "family-wise p", "floor", "LODO r"]
+        L += ["Family-wise p with every dataset (both members of a shared source), and with each other member "
+              "swapped in for the headline one (no LODO null):", "", markdown_table(rows, header), ""]
+    L += ["### Rank tolerance", ""]
+    tol = an.get("tolerance")
+    if not tol:
+        L += ["Not run: no long table of K_sweep runs with other `--rcond` (pass them to runs/report.py as "
+              "`--tolerance rcond_x10=CSV rcond_div10=CSV`).", ""]
+    else:
+        rows = [[r["tolerance"], r["claim"], r["model"], fmt_p(r["p"]), fmt_p(r["lodo_p"]), r["verdict"],
+                 r["headline_verdict"], "yes" if r["changed"] else "no"] for r in tol["rows"]]
+        changed = [r for r in tol["rows"] if r["changed"]]
+        L += [("**A verdict changes** with the tolerance: " + "; ".join(
+            f"{r['claim']} / {r['model']} at {r['tolerance']}: {r['headline_verdict']} → {r['verdict']}"
+            for r in changed) + ".") if changed else "No verdict changes with the other tolerances.", "",
+              markdown_table(rows, ["tolerance", "claim", "model", "family-wise p", "LODO p", "verdict",
+                                    "headline verdict", "changed"]), ""]
+    L += dropped_text(an.get("dropped_directions") or [])
+    return L
+
+
+def dropped_text(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    df = pd.DataFrame(rows)
+    out = []
+    for (tol, model), part in df.groupby(["tolerance", "model"], sort=True):
+        out.append([tol, model, f"{int((part['sigma_max'] > 0).sum())}/{len(part)}", fmt(part["sigma_max"].max(), "d"),
+                    f"{int((part['c0_max'] > 0).sum())}/{len(part)}", fmt(part["c0_max"].max(), "d"),
+                    fmt(part["fit_share_max"].max(), ".2e") if "fit_share_max" in part else "n/a"])
+    header = ["tolerance", "model", "layers dropping Σ directions", "max Σ dropped", "layers dropping C0 directions",
+              "max C0 dropped", "max share of the LS fit dropped"]
+    L = ["Directions left out by the rank tolerance (d − rank, over layers; per layer and dataset in "
+         "analysis.json):", "", markdown_table(out, header), ""]
+    if "fit_share_max" not in df:
+        L += ["The share of the least-squares fit carried by the dropped directions is not in K_sweep's output: it "
+              "would need, per layer, tr(Mᵀ Q_d diag(1/b_d) Q_dᵀ M) / tr(Mᵀ Σ⁺ M) over the dropped eigenpairs "
+              "(Q_d, b_d) of Σ (a column `fit_share_dropped`); skipped.", ""]
+    return L
+
+
+def chance_section(fixed: pd.DataFrame, an: dict) -> list[str]:
+    L = ["## NTPS with chance levels", "",
+         "At a cell fixed in advance (last hidden state, f = 0.25; descending, raw) — NTPS / chance k_V/d:", ""]
+    models = sorted(fixed["model"].unique())
+    piv = fixed.pivot_table(index="dataset", columns="model", values=["ntps", "chance"], aggfunc="first")
+    L += [markdown_table([[ds] + [f"{piv.loc[ds, ('ntps', m)]:.3f} / {piv.loc[ds, ('chance', m)]:.3f}"
+                                  if ("ntps", m) in piv.columns and pd.notna(piv.loc[ds, ("ntps", m)]) else "–"
+                                  for m in models] for ds in piv.index], ["dataset"] + models), ""]
+    s = selected(an, "probe_test_acc")
+    if not s.empty and s["chance"].notna().any():
+        cells = s.groupby("model")["cell"].first()
+        piv = s.pivot_table(index="dataset", columns="model", values=["value", "chance"], aggfunc="first")
+        shown = [m for m in sorted(cells.index) if ("value", m) in piv.columns]
+        L += ["At the cell selected for held-out accuracy (per model, in the header):", "",
+              markdown_table([[ds] + [f"{piv.loc[ds, ('value', m)]:.3f} / {piv.loc[ds, ('chance', m)]:.3f}"
+                                      if pd.notna(piv.loc[ds, ("value", m)]) and pd.notna(piv.loc[ds, ("chance", m)])
+                                      else "–" for m in shown] for ds in piv.index],
+                             ["dataset"] + [f"{m} ({cells[m]})" for m in shown]), ""]
+    return L
+
+
+def probe_section(info: pd.DataFrame) -> list[str]:
+    cols = [("n_texts", "N train", "d"), ("in_sample_informative", "N >= 2(d+1)", "s"),
+            ("probe_train_acc", "train acc", ".3f"), ("probe_test_acc", "test acc", ".3f"),
+            ("probe_train_nmse", "train nMSE", ".3f"), ("probe_test_nmse", "test nMSE", ".3f"),
+            ("probe_test_mse", "test MSE", ".4f"), ("linear_test_acc", "linear probe test acc", ".3f")]
+    cols = [c for c in cols if c[0] in info]
+    rows = [[r["model"], r["dataset"]] + [fmt(r[c], f) if f != "s" else str(r[c]) for c, _, f in cols]
+            for _, r in info.sort_values(["model", "dataset"]).iterrows()]
+    return ["## Probe accuracies (last hidden state, mean pooling)", "",
+            "nMSE = MSE / the MSE of predicting the train class proportions (1 = no better than that; the raw MSE "
+            "scales with 1/C).", "", markdown_table(rows, ["model", "dataset"] + [h for _, h, _ in cols]), ""]
+
+
+def lora_section(lora: pd.DataFrame) -> list[str]:
+    L = ["## LoRA: gains and NTPS before/after", ""]
+    if lora.empty:
+        return L + ["No LoRA runs in this report.", ""]
+    rows = [[r["model"], r["dataset"], fmt(r.get("linear_acc")), fmt(r.get("lora_acc")), fmt(r.get("gain"), "+.3f"),
+             f"{fmt(r.get('layer'), 'd')}, {fmt(r.get('fraction'), 'g')}", fmt(r.get("ntps_before")),
+             fmt(r.get("ntps_after")), fmt(r.get("chance"))] for _, r in lora.iterrows()]
+    budget = "; ".join(
+        f"{r['dataset']}: {fmt(r['steps'], 'd')} steps × batch {fmt(r.get('batch_size'), 'd')}, lr "
+        f"{fmt(r.get('lr'), 'g')}, {fmt(r.get('max_length'), 'd')} tokens, {fmt(r.get('n_train'), 'd')} train / "
+        f"{fmt(r.get('n_test'), 'd')} test texts, training {fmt(r.get('lora_train_s', np.nan) / 60, '.1f')} min"
+        for _, r in lora.iterrows() if pd.notna(r.get("steps")))
+    return L + [markdown_table(rows, ["model", "dataset", "linear acc", "LoRA acc", "gain", "layer, f", "NTPS before",
+                                      "NTPS after", "chance"]), "",
+                f"LoRA budget: {budget or '–'} (r 32, α 32, q/k/v of every block, Adafactor + cosine as in the paper). "
+                "The cell shown is the largest NTPS-before margin over chance (runs/ntps_lora.py).", ""]
+
+
+def timing_section(times: pd.DataFrame, summary: dict) -> list[str]:
+    L = ["## Wall time per stage", ""]
+    if times.empty:
+        return L + ["No stage records.", ""]
+    g = times.groupby(["stage", "model"], dropna=False)["seconds"].sum().unstack("model").fillna(0)
+    cols = [c for c in g.columns if isinstance(c, str)]
+    rows = [[st] + [f"{g.loc[st, m] / 60:.1f}" for m in cols] + [f"{g.loc[st].sum() / 60:.1f}"] for st in g.index]
+    return L + [markdown_table(rows, ["stage (minutes)"] + cols + ["all"]), "",
+                f"Total: **{summary['timings_total_s'] / 60:.0f} min** of stage time (each stage's own record: "
+                "cache.py's `meta.json`, the runner's `stages.json`). Runner invocations: "
+                + ("; ".join(f"{i.get('started')} ({i.get('ran')} run, {i.get('skipped')} up to date, "
+                             f"{(i.get('seconds') or 0) / 60:.1f} min)" for i in summary["invocations"]) or "–") + ".",
+                ""]
+
+
+CAVEATS = [
+    "`r_sel` (the paper's protocol) is high by construction; read the family-wise p with its floor and the LODO r "
+    "with its null p. A test whose floor is >= 0.05 is untestable, not negative.",
+    "The reliability bootstrap redraws each accuracy from a binomial with its test size: it ignores the noise of "
+    "fitting the probe (an upper bound); for the LoRA gain it draws the two accuracies independently although they "
+    "are measured on the same texts. MSE metrics have no sampling model in the long table.",
+    "Datasets of one source are counted once; the sensitivity section shows the other choice and all datasets.",
+    "The models' metric rankings are similar, so the models are not independent replications; the `all models` row "
+    "tests the claim once over all of them.",
+]
 
 
 def parse_args(argv=None):
     p = cli.parser("runs/report.py", __doc__)
     cli.add_output_args(p, default="outputs/offline", overwrite=None,
-                        help="output root of the runs (holds collected.csv and analysis/)")
+                        help="output root of the runs (holds collected.csv)")
     p.add_argument("--report_dir", type=Path, default=Path("results/offline"), help="where REPORT.md goes")
     p.add_argument("--command", default="python -m runs.reproduce_offline", help="the command shown in the report")
+    p.add_argument("--tolerance", nargs="+", default=[], metavar="LABEL=CSV",
+                   help="long tables (collect.py) of K_sweep runs with other rank tolerances, e.g. rcond_x10=x10.csv")
+    p.add_argument("--n_perm", type=int, default=claims.Settings.n_perm, help="draws per family-wise test")
+    p.add_argument("--n_perm_lodo", type=int, default=claims.Settings.n_perm_lodo, help="draws per LODO null")
+    p.add_argument("--n_boot", type=int, default=claims.Settings.n_boot, help="draws of the reliability bootstrap")
+    p.add_argument("--perm_seed", type=int, default=0, help="seed of every permutation and bootstrap")
+    p.add_argument("--no_plots", action="store_true", help="skip the figures")
     return cli.parse(p, argv)
+
+
+def build(root: Path, report_dir: Path, command: str, settings: claims.Settings | None = None,
+          tolerance: dict | None = None, plots: bool = True) -> dict:
+    """:func:`export` the run tree ``root`` into ``report_dir``, then :func:`regenerate`; returns the summary."""
+    export(Path(root), Path(report_dir), command, settings or claims.Settings(), tolerance)
+    return regenerate(report_dir, plots=plots)
 
 
 def main(args) -> dict:
     root = Path(args.output_dir)
-    for need in ("collected.csv", "analysis/analysis.json"):
-        if not (root / need).is_file():
-            raise ValueError(f"{root / need} is missing; run runs/reproduce_offline.py (collect.py and "
-                             "analyze.py) first")
-    summary = build(root, args.report_dir, args.command)
-    log.info("wrote %s (%d figures)", args.report_dir / "REPORT.md", len(summary["figures"]))
+    if not (root / "collected.csv").is_file():
+        raise ValueError(f"{root / 'collected.csv'} is missing; run runs/reproduce_offline.py (collect.py) first")
+    tolerance = {}
+    for pair in args.tolerance:
+        label, sep, path = pair.partition("=")
+        if not sep or not label or not Path(path).is_file():
+            raise ValueError(f"--tolerance takes LABEL=CSV with an existing CSV, got {pair!r}")
+        tolerance[label] = Path(path)
+    settings = claims.Settings(n_perm=args.n_perm, n_perm_lodo=args.n_perm_lodo, perm_seed=args.perm_seed,
+                               n_boot=args.n_boot)
+    summary = build(root, args.report_dir, args.command, settings, tolerance, plots=not args.no_plots)
+    log.info("wrote %s (%d figures); regenerate with: python analyze.py --from %s", args.report_dir / "REPORT.md",
+             len(summary["figures"]), args.report_dir)
     return summary
 
 

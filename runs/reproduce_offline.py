@@ -1,12 +1,30 @@
-"""The paper's experiment offline, end to end: three real models × seven offline datasets (issue 7).
+"""The paper's experiment end to end for any list of models and datasets: offline on a CPU, or the paper's own
+on GPUs (issue 7, issue 16).
 
-One command, resumable, sized for about two hours on 2 CPU cores::
+One command, resumable. Two presets:
 
-    python -m runs.reproduce_offline                   # or: make reproduce-offline
-    python -m runs.reproduce_offline --dry_run         # print the plan (every command) and exit
+* ``--preset offline`` (the default): three real models × seven offline datasets, sized for about two hours
+  on 2 CPU cores (``make reproduce-offline``);
+* ``--preset paper``: the paper's 8 models × 12 datasets of SPEC §3 with its budgets — every text of each
+  split, texts up to 512 tokens, bfloat16 forward passes on ``--device cuda``, the linear probe's 50 epochs,
+  LoRA's 5000 steps (batch 64, lr 1e-4) on every model × dataset; cache.py runs under
+  ``torchrun --standalone --nproc_per_node N`` (N = ``--nproc_per_node``, default: the visible GPUs).
+
+::
+
+    python -m runs.reproduce_offline                          # or: make reproduce-offline
+    python -m runs.reproduce_offline --dry_run                # print the plan (every command) and exit
     python -m runs.reproduce_offline --models smollm2-135m --datasets vader-movies,bbc-news
+    python -m runs.reproduce_offline --preset paper --dry_run --nproc_per_node 8
+    python -m runs.reproduce_offline --preset paper --models Qwen/Qwen2-0.5B,/data/my-model \
+        --datasets sst2,emotion,/data/reviews.csv,train=/data/a.parquet,test=/data/b.parquet
 
-Per model × dataset (outputs under the root ``--output_dir``, default ``outputs/offline``, in
+``--models`` takes offline keys, hub ids, local model directories and ``.gguf`` files; ``--datasets`` takes
+offline keys, the paper's datasets (short names or hub ids), other hub ids and local data files
+(``train=A,test=B`` for a separate test file; ``--text_column``/``--label_column`` apply to the datasets that
+are not registry names). Every flag given overrides the preset.
+
+Per model × dataset (outputs under the root ``--output_dir``, default ``outputs/{preset}``, in
 ``{output_dir}/{model}/{dataset}/``):
 
 1. ``cache.py`` on the train and the test split with ``--save_features`` (class-stratified caps below);
@@ -17,19 +35,21 @@ Per model × dataset (outputs under the root ``--output_dir``, default ``outputs
 5. ``linear_training.py`` on the cached last-layer features (the paper's linear probe: AdamW 1e-4,
    batch 64, 50 epochs);
 
-then on the LoRA subset (``LORA_SUBSET``) ``runs.ntps_lora`` (short-budget LoRA, NTPS before and after
-with the adapter merged), and finally ``collect.py`` (the long table), ``analyze.py`` (every score
-against every metric) and ``runs.report`` which writes ``--report_dir`` (default ``results/offline/``):
+then on the LoRA subset (``--lora_models`` × ``--lora_datasets``) ``runs.ntps_lora`` (LoRA, NTPS before and
+after with the adapter merged), and finally ``collect.py`` (the long table), ``analyze.py`` (every score
+against every metric) and ``runs.report`` which writes ``--report_dir`` (default ``results/{preset}/``):
 ``REPORT.md``, its CSV/JSON tables and figures.
 
 Every stage is skipped when its outputs exist and ``stages.json`` records the same command; every
 script is itself resumable (cache shards, training checkpoints), so rerunning the command after an
 interruption continues where it stopped. Each stage's log goes to ``{output_dir}/logs/``.
 
-Caps: texts are cut to ``MAX_LENGTH`` tokens; per model a seeded class-stratified subset of
+Caps (offline preset): texts are cut to ``MAX_LENGTH`` tokens; per model a seeded class-stratified subset of
 ``CAPS[model]`` (train, test) texts (the forward pass of qwen2.5-coder-0.5b costs ~3× that of the two
-smaller models on a CPU, so it gets fewer texts). ``--scale`` multiplies every cap (e.g. ``--scale 0``:
-whole splits on a GPU).
+smaller models on a CPU, so it gets fewer texts; other models ``DEFAULT_CAPS``). ``--scale`` multiplies every
+cap (e.g. ``--scale 0``: whole splits on a GPU). The paper preset reads whole splits; its features
+(``--save_features``, float16) take 2 × states × N × d × 2 bytes per split (36 GB for Meta-Llama-3-8B on
+sst2's 67k train texts).
 """
 
 from __future__ import annotations
@@ -37,14 +57,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ntps import cli
-from ntps.io import run_dir, write_json
+from ntps.io import run_dir, slugify, write_json
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +82,9 @@ SEED = 42
 #: which is tuned for 5000 steps.
 LORA_SUBSET = {"models": ["smollm2-135m"], "datasets": ["vader-movies"],
                "steps": 300, "batch_size": 8, "lr": 5e-4}
+#: SPEC §3: the paper's models (OpenELM needs remote code; its tokenizer defaults to Llama-2's in ntps.models).
+PAPER_MODELS = ["Qwen/Qwen2-0.5B", "Qwen/Qwen2-1.5B", "Qwen/Qwen2-7B", "apple/OpenELM-270M", "apple/OpenELM-450M",
+                "apple/OpenELM-1_1B", "apple/OpenELM-3B", "meta-llama/Meta-Llama-3-8B"]
 STAGE_FILE = "stages.json"
 #: Per-dataset metrics correlated with NTPS and the baselines (collect.py columns).
 METRICS = ["probe_train_acc", "probe_train_mse", "probe_test_acc", "probe_test_mse", "linear_test_acc", "lora_gain"]
@@ -70,6 +94,42 @@ METRICS = ["probe_train_acc", "probe_train_mse", "probe_test_acc", "probe_test_m
 HEAVY_GROUPS = {"cache", "lora"}
 ALWAYS_RUN = {"analysis", "report"}
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """The defaults of one preset; every flag given on the command line overrides its field."""
+
+    models: list[str]
+    datasets: list[str]
+    caps: dict[str, tuple[int, int]] = field(default_factory=dict)  # 0 = the whole split
+    default_caps: tuple[int, int] = (0, 0)
+    max_length: int = 512
+    device: str = "auto"
+    dtype: str | None = None  # None: the scripts' own default (auto), no flag passed
+    lora_models: list[str] = field(default_factory=list)
+    lora_datasets: list[str] = field(default_factory=list)
+    lora_steps: int = 5000
+    lora_batch_size: int = 64
+    lora_lr: float = 1e-4
+    torchrun: bool = False  # cache.py under torchrun (the multi-GPU launch line)
+
+
+def _paper_preset() -> Preset:
+    from ntps.data import PAPER_DATASETS
+
+    datasets = list(PAPER_DATASETS)
+    return Preset(PAPER_MODELS, datasets, device="cuda", dtype="bfloat16", lora_models=PAPER_MODELS,
+                  lora_datasets=datasets, torchrun=True)
+
+
+PRESETS = {
+    "offline": lambda: Preset(MODELS, DATASETS, CAPS, DEFAULT_CAPS, MAX_LENGTH, lora_models=LORA_SUBSET["models"],
+                              lora_datasets=LORA_SUBSET["datasets"], lora_steps=LORA_SUBSET["steps"],
+                              lora_batch_size=LORA_SUBSET["batch_size"], lora_lr=LORA_SUBSET["lr"]),
+    "paper": _paper_preset,
+}
 
 
 @dataclass
@@ -86,82 +146,187 @@ class Stage:
 
 def parse_args(argv=None):
     p = cli.parser("runs/reproduce_offline.py", __doc__)
-    p.add_argument("--models", default=",".join(MODELS), help="comma-separated offline model keys")
-    p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated offline dataset keys")
-    p.add_argument("--output_dir", default="outputs/offline",
-                   help="output root: runs in {output_dir}/{model}/{dataset}/{split}, collected.csv, analysis/")
-    p.add_argument("--report_dir", default="results/offline", help="REPORT.md, tables and figures")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="offline",
+                   help="offline = 3 offline models × 7 offline datasets on a CPU; paper = SPEC §3's 8 models × 12 "
+                        "datasets with the paper's budgets on GPUs")
+    p.add_argument("--models", default=None, help="comma-separated offline keys, hub ids, local model directories "
+                   "or .gguf files (default: the preset's)")
+    p.add_argument("--datasets", default=None, help="comma-separated offline keys, paper datasets, hub ids or local "
+                   "data files; train=A,test=B for a separate test file (default: the preset's)")
+    p.add_argument("--text_column", default=None, help="text column of the datasets that are not registry names")
+    p.add_argument("--label_column", default=None, help="label column of the datasets that are not registry names")
+    p.add_argument("--output_dir", default=None, help="output root: runs in {output_dir}/{model}/{dataset}/{split}, "
+                   "collected.csv, analysis/ (default: outputs/{preset})")
+    p.add_argument("--report_dir", default=None, help="REPORT.md, tables and figures (default: results/{preset})")
     p.add_argument("--scale", type=float, default=1.0, help="multiply every text cap; 0 = whole splits")
-    p.add_argument("--max_length", type=int, default=MAX_LENGTH, help="tokens per text")
+    p.add_argument("--max_length", type=int, default=None, help="tokens per text (default: the preset's: offline "
+                   f"{MAX_LENGTH}, paper 512)")
     p.add_argument("--seed", type=int, default=SEED, help="subset, training and permutation seed")
-    p.add_argument("--lora_models", default=",".join(LORA_SUBSET["models"]),
-                   help="models of the LoRA subset ('' = no LoRA)")
-    p.add_argument("--lora_datasets", default=",".join(LORA_SUBSET["datasets"]))
-    p.add_argument("--lora_steps", type=int, default=LORA_SUBSET["steps"])
-    p.add_argument("--lora_batch_size", type=int, default=LORA_SUBSET["batch_size"])
-    p.add_argument("--lora_lr", type=float, default=LORA_SUBSET["lr"])
+    p.add_argument("--dtype", default=None, choices=cli.DTYPES, help="forward-pass dtype of cache.py and LoRA "
+                   "(default: the preset's: offline the scripts' auto, paper bfloat16)")
+    p.add_argument("--trust_remote_code", action="store_true",
+                   help="pass --trust_remote_code for every model (OpenELM models always get it)")
+    p.add_argument("--nproc_per_node", type=int, default=None,
+                   help="cache.py processes (torchrun) per node (default: offline 1, paper the visible GPUs)")
+    p.add_argument("--lora_models", default=None, help="models of the LoRA subset ('' = no LoRA; default: the "
+                   "preset's: offline smollm2-135m, paper every model)")
+    p.add_argument("--lora_datasets", default=None, help="datasets of the LoRA subset (default: the preset's)")
+    p.add_argument("--lora_steps", type=int, default=None, help=f"LoRA steps (default: offline {LORA_SUBSET['steps']}, "
+                   "paper 5000)")
+    p.add_argument("--lora_batch_size", type=int, default=None, help="LoRA batch (default: offline "
+                   f"{LORA_SUBSET['batch_size']}, paper 64)")
+    p.add_argument("--lora_lr", type=float, default=None, help=f"LoRA lr (default: offline {LORA_SUBSET['lr']:g}, "
+                   "paper 1e-4)")
     p.add_argument("--probe_layers", default="-1", help="layers of linear_sklearn.py ('all' costs ~30×)")
     p.add_argument("--n_perm", type=int, default=2000, help="permutations of the selection-aware tests")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda (default: the preset's: offline auto, paper cuda)")
     p.add_argument("--stages", default=None,
                    help="only these stage groups: cache,ksweep,scores,sklearn,linear,lora,analysis,report")
     p.add_argument("--dry_run", action="store_true", help="print the plan and exit")
     p.add_argument("--force", action="store_true", help="rerun stages even when their outputs exist")
-    return cli.parse(p, argv)
+    args = cli.parse(p, argv)
+    if args.nproc_per_node is not None and args.nproc_per_node < 1:
+        p.error(f"--nproc_per_node must be >= 1, got {args.nproc_per_node}")
+    return apply_preset(args)
 
 
-def caps(model: str, scale: float) -> tuple[int, int]:
+def apply_preset(args):
+    """Fill every flag left unset (None) from ``args.preset``; lists become Python lists."""
+    preset = PRESETS[args.preset]()
+    args.preset_caps, args.preset_default_caps, args.torchrun = preset.caps, preset.default_caps, preset.torchrun
+    args.output_dir = args.output_dir or f"outputs/{args.preset}"
+    args.report_dir = args.report_dir or f"results/{args.preset}"
+    for name, value in (("max_length", preset.max_length), ("device", preset.device), ("dtype", preset.dtype),
+                        ("lora_steps", preset.lora_steps), ("lora_batch_size", preset.lora_batch_size),
+                        ("lora_lr", preset.lora_lr)):
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    for name in ("models", "datasets", "lora_models", "lora_datasets"):
+        given = getattr(args, name)
+        setattr(args, name, getattr(preset, name) if given is None else split_names(given))
+    if args.nproc_per_node is None:
+        args.nproc_per_node = _visible_gpus() if args.torchrun else 1
+    return args
+
+
+def _visible_gpus() -> int:
+    import torch
+
+    return max(1, torch.cuda.device_count())
+
+
+def split_names(text: str) -> list[str]:
+    """Comma-separated names; ``train=A,test=B`` stays one dataset."""
+    out: list[str] = []
+    for part in (x.strip() for x in str(text).split(",")):
+        if part.startswith("test=") and out and out[-1].startswith("train="):
+            out[-1] += "," + part
+        elif part:
+            out.append(part)
+    return out
+
+
+def caps(model: str, scale: float, table: dict | None = None, default: tuple[int, int] = DEFAULT_CAPS
+         ) -> tuple[int, int]:
     """(train, test) texts for ``model``; 0 = the whole split (cache.py's convention)."""
     if scale <= 0:
         return 0, 0
-    return tuple(max(1, round(c * scale)) for c in CAPS.get(model, DEFAULT_CAPS))
+    base = (CAPS if table is None else table).get(model, default)
+    return tuple(max(1, round(c * scale)) if c else 0 for c in base)
+
+
+def dataset_key(name: str, args) -> str:
+    """The name the scripts file a dataset under (``{output_dir}/{model}/{key}``): the registry key, or the
+    slug of a local file / unregistered hub id."""
+    from ntps.data import resolve_record
+
+    try:
+        return resolve_record(name, **_columns(name, args)).key
+    except (KeyError, ValueError, OSError):  # e.g. a file not there yet: the plan is still printed
+        train = dict(p.split("=", 1) for p in name.split(",") if "=" in p).get("train", name)  # train=A,test=B
+        return slugify(train.strip())
+
+
+def _columns(name: str, args) -> dict:
+    """``--text_column``/``--label_column`` for a dataset that is not a registry name."""
+    from ntps.data import resolve
+
+    try:
+        resolve(name)
+        return {}
+    except KeyError:
+        return {k: v for k in ("text_column", "label_column") if (v := getattr(args, k)) is not None}
+
+
+def _model_flags(model: str, args) -> list[str]:
+    """--dtype (when the preset or the user sets one) and --trust_remote_code (OpenELM, or asked for)."""
+    flags = ["--dtype", args.dtype] if args.dtype else []
+    if args.trust_remote_code or "openelm" in model.lower():
+        flags.append("--trust_remote_code")
+    return flags
+
+
+def _data_flags(ds: str, args) -> list[str]:
+    return [x for k, v in _columns(ds, args).items() for x in (f"--{k}", v)]
+
+
+def _cache_stages(args, py: str, model: str, ds: str, key: str, n_train: int, n_test: int) -> list[Stage]:
+    out, m = Path(args.output_dir), slugify(model)
+    launch = [py, *TORCHRUN, str(args.nproc_per_node)] if args.torchrun or args.nproc_per_node > 1 else [py]
+    # under torchrun, cache.py maps --device auto to cuda:LOCAL_RANK; a bare "cuda" would put every rank on GPU 0
+    device = "auto" if args.nproc_per_node > 1 and args.device == "cuda" else args.device
+    stages = []
+    for split, n in (("train", n_train), ("test", n_test)):
+        d = run_dir(out, model, key, split)
+        stages.append(Stage(f"cache/{m}/{key}/{split}", [
+            *launch, "cache.py", "--model", model, "--dataset", ds, "--split", split, "--max_samples", str(n),
+            "--max_length", str(args.max_length), "--seed", str(args.seed), "--save_features", "--device", device,
+            "--output_dir", str(out), *_model_flags(model, args), *_data_flags(ds, args)],
+            [d / "stats.safetensors", d / "features_mean.npy"], "cache", model, ds))
+    return stages
+
+
+def _dataset_stages(args, py: str, model: str, ds: str) -> list[Stage]:
+    """cache (train, test), K_sweep (3 variants), scores, sklearn probes, linear probe of one model × dataset."""
+    out, m, key, dev = Path(args.output_dir), slugify(model), dataset_key(ds, args), args.device
+    n_train, n_test = caps(model, args.scale, args.preset_caps, args.preset_default_caps)
+    tr, te, root = run_dir(out, model, key, "train"), run_dir(out, model, key, "test"), run_dir(out, model, key)
+    stages = _cache_stages(args, py, model, ds, key, n_train, n_test)
+    for order, variant in (("descending", "raw"), ("ascending", "raw"), ("descending", "whitened")):
+        stages.append(Stage(f"ksweep/{m}/{key}/{variant}_{order}", [
+            py, "K_sweep.py", "--stats_dir", str(tr), "--order", order, "--variant", variant, "--device", dev],
+            [tr / f"ntps_{variant}_{order}.csv"], "ksweep", model, ds))
+    stages.append(Stage(f"scores/{m}/{key}", [py, "scores.py", "--stats_dir", str(tr)], [tr / "scores.csv"],
+                        "scores", model, ds))
+    stages.append(Stage(f"sklearn/{m}/{key}", [
+        py, "linear_sklearn.py", "--features_dir", str(tr), "--test_features_dir", str(te),
+        "--layers", args.probe_layers, "--solver_seed", "0"], [tr / "probes_sklearn.csv"], "sklearn", model, ds))
+    stages.append(Stage(f"linear/{m}/{key}", [
+        py, "linear_training.py", "--model", model, "--features_dir", str(tr), "--test_features_dir",
+        str(te), "--max_length", str(args.max_length), "--training_seed", str(args.seed), "--device", dev,
+        "--output_dir", str(out)], [root / "linear" / "results.json"], "linear", model, ds))
+    return stages
+
+
+def _lora_stage(args, py: str, model: str, ds: str) -> Stage:
+    out, key = Path(args.output_dir), dataset_key(ds, args)
+    n_train, n_test = caps(model, args.scale, args.preset_caps, args.preset_default_caps)
+    root = run_dir(out, model, key)
+    return Stage(f"lora/{slugify(model)}/{key}", [
+        py, "-m", "runs.ntps_lora", "--model", model, "--dataset", ds, "--output_dir", str(out),
+        "--device", args.device, "--seed", str(args.seed), "--max_length", str(args.max_length), "--max_samples",
+        str(n_train), "--max_eval_samples", str(n_test), "--stats_max_samples", str(n_train),
+        "--batch_size", str(args.lora_batch_size), "--lora_max_steps", str(args.lora_steps),
+        "--lora_args", f"--lr {args.lora_lr:g} --eval_batch_size 32",
+        "--linear_results", str(root / "linear" / "results.json"), *_model_flags(model, args),
+        *_data_flags(ds, args)], [root / "ntps_lora.csv"], "lora", model, ds)
 
 
 def plan(args) -> list[Stage]:
     """Every stage of the run, in order."""
     py, out = sys.executable, Path(args.output_dir)
-    L, dev, seed = str(args.max_length), args.device, str(args.seed)
-    models = [m for m in args.models.split(",") if m]
-    datasets = [d for d in args.datasets.split(",") if d]
-    lora_models = [m for m in args.lora_models.split(",") if m]
-    lora_datasets = [d for d in args.lora_datasets.split(",") if d]
-    stages: list[Stage] = []
-    for model in models:
-        n_train, n_test = caps(model, args.scale)
-        for ds in datasets:
-            root = run_dir(out, model, ds)
-            tr, te = run_dir(out, model, ds, "train"), run_dir(out, model, ds, "test")
-            kw = {"model": model, "dataset": ds}
-            for split, n, d in (("train", n_train, tr), ("test", n_test, te)):
-                stages.append(Stage(f"cache/{model}/{ds}/{split}", [
-                    py, "cache.py", "--model", model, "--dataset", ds, "--split", split, "--max_samples",
-                    str(n), "--max_length", L, "--seed", seed, "--save_features", "--device", dev,
-                    "--output_dir", str(out)], [d / "stats.safetensors", d / "features_mean.npy"], "cache", **kw))
-            for order, variant in (("descending", "raw"), ("ascending", "raw"), ("descending", "whitened")):
-                stages.append(Stage(f"ksweep/{model}/{ds}/{variant}_{order}", [
-                    py, "K_sweep.py", "--stats_dir", str(tr), "--order", order, "--variant", variant,
-                    "--device", dev], [tr / f"ntps_{variant}_{order}.csv"], "ksweep", **kw))
-            stages.append(Stage(f"scores/{model}/{ds}", [py, "scores.py", "--stats_dir", str(tr)],
-                                [tr / "scores.csv"], "scores", **kw))
-            stages.append(Stage(f"sklearn/{model}/{ds}", [
-                py, "linear_sklearn.py", "--features_dir", str(tr), "--test_features_dir", str(te),
-                "--layers", args.probe_layers, "--solver_seed", "0"], [tr / "probes_sklearn.csv"], "sklearn", **kw))
-            stages.append(Stage(f"linear/{model}/{ds}", [
-                py, "linear_training.py", "--model", model, "--features_dir", str(tr), "--test_features_dir",
-                str(te), "--max_length", L, "--training_seed", seed, "--device", dev, "--output_dir",
-                str(out)], [root / "linear" / "results.json"], "linear", **kw))
-    for model in lora_models:
-        n_train, n_test = caps(model, args.scale)
-        for ds in lora_datasets:
-            root = run_dir(out, model, ds)
-            stages.append(Stage(f"lora/{model}/{ds}", [
-                py, "-m", "runs.ntps_lora", "--model", model, "--dataset", ds, "--output_dir", str(out),
-                "--device", dev, "--seed", seed, "--max_length", L, "--max_samples", str(n_train),
-                "--max_eval_samples", str(n_test), "--stats_max_samples", str(n_train),
-                "--batch_size", str(args.lora_batch_size), "--lora_max_steps", str(args.lora_steps),
-                "--lora_args", f"--lr {args.lora_lr:g} --eval_batch_size 32",
-                "--linear_results", str(root / "linear" / "results.json")],
-                [root / "ntps_lora.csv"], "lora", model=model, dataset=ds))
+    stages = [s for model in args.models for ds in args.datasets for s in _dataset_stages(args, py, model, ds)]
+    stages += [_lora_stage(args, py, model, ds) for model in args.lora_models for ds in args.lora_datasets]
     stages += [
         Stage("analysis/collect", [py, "collect.py", "--output_dir", str(out), "--out", str(out / "collected.csv")],
               [out / "collected.csv"], "analysis"),
@@ -173,6 +338,13 @@ def plan(args) -> list[Stage]:
               [Path(args.report_dir) / "REPORT.md"], "report"),
     ]
     return stages
+
+
+def shown(cmd: list[str]) -> str:
+    """A stage's command as a user would type it: ``python X`` or ``torchrun --nproc_per_node N X``."""
+    if cmd[1:1 + len(TORCHRUN)] == TORCHRUN:
+        return shlex.join(["torchrun", *TORCHRUN[2:], *cmd[1 + len(TORCHRUN):]])
+    return shlex.join(["python", *cmd[1:]])
 
 
 def _load_record(path: Path) -> dict:
@@ -197,7 +369,7 @@ def main(args) -> int:
     out = Path(args.output_dir)
     if args.dry_run:
         for s in stages:
-            print(f"[{s.group}] {' '.join(['python', *s.cmd[1:]])}")
+            print(f"[{s.group}] {shown(s.cmd)}")
         return 0
     out.mkdir(parents=True, exist_ok=True)
     (out / "logs").mkdir(exist_ok=True)

@@ -32,7 +32,8 @@ def _print_list() -> None:
     for k, e in PAPER_DATASETS.items():
         print(f"  {k:22s} {e.num_classes or '?':>3} classes  {e.hub_id:45s} test: {e.test_split}"
               + (f"  aliases: {', '.join(e.aliases)}" if e.aliases else ""))
-    print("Local files: PATH.csv|.tsv|.jsonl|.parquet (columns text,label) or train=PATH,test=PATH")
+    print("Local files: PATH.csv|.tsv|.jsonl|.parquet (columns text,label) or train=PATH,test=PATH; dataset "
+          "directories: save_to_disk, or a hub dataset clone (data/train-*.parquet, data/test-*.parquet)")
 
 
 def _fetch(keys: list[str], force: bool) -> None:

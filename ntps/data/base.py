@@ -77,6 +77,18 @@ def split_pool(pool: Pool, train_idx, test_idx) -> dict[str, Pool]:
     return {s: pool.take(idx) for s, idx in zip(SPLITS, (train_idx, test_idx))}
 
 
+def split_by_tag(pool: Pool, tags: list[str]) -> dict[str, Pool]:
+    """``{split: the rows tagged split}`` for train and test."""
+    return {s: pool.take([k for k, t in enumerate(tags) if t == s]) for s in SPLITS}
+
+
+def join_splits(splits: dict[str, Pool]) -> tuple[Pool, list[str]]:
+    """The train rows, then the test rows, as one pool, and each row's split tag."""
+    parts = [(s, splits[s]) for s in SPLITS if s in splits]
+    pool = Pool(*([x for _, p in parts for x in p[f]] for f in range(3)))
+    return pool, [s for s, p in parts for _ in p.texts]
+
+
 @dataclass
 class Pools:
     """What a source hands to :func:`ntps.data.load_split`: the train and test rows and how to read them.

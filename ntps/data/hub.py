@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..hub import hub_error
-from .base import DatasetRecord, DatasetUnavailableError, Pool, Pools, split_pool
+from .base import DatasetRecord, DatasetUnavailableError, Pool, Pools, join_splits, split_by_tag, split_pool
 from .fields import Batch, join_fields
-from .splits import hf_train_test_split_indices
+from .labels import check_label_cells, merge_label_variants
+from .splits import dedupe_pool, hf_train_test_split_indices
 
 TextSpec = str | tuple | Callable[[Batch], list]
 LabelSpec = str | Callable[[Batch], list]
@@ -26,9 +27,12 @@ class HubDataset(DatasetRecord):
     ``Dataset.class_encode_column``, over train and test together). ``test_split``: a split name used
     as test (``"test"``, ``"validation"``), ``"split30"`` (30 % of train, the authors' seeded rule) or
     ``"auto"`` (``test`` if the revision has one, else ``split30`` — what the authors' loader did).
-    Rows with negative labels are dropped (SPEC §3). ``source`` names the origin pool of the texts
-    where an offline dataset shares it. ``text_column``/``label_column``: a request's overrides of
-    ``text``/``label`` (comma-separated columns are joined), set by :func:`ntps.data.resolve_record`.
+    Rows with negative labels are dropped (SPEC §3); after the split, rows as for local files: a missing
+    label cell is an error, label spellings are checked (``merge_label_variants``), exact duplicate texts
+    are dropped, train first (a test row repeating a train text is dropped from test). ``source`` names
+    the origin pool of the texts where an offline dataset shares it. ``text_column``/``label_column``: a
+    request's overrides of ``text``/``label`` (comma-separated columns are joined), set by
+    :func:`ntps.data.resolve_record`.
     """
 
     key: str
@@ -50,6 +54,7 @@ class HubDataset(DatasetRecord):
     source: str | None = None
     text_column: str | None = None
     label_column: str | None = None
+    merge_label_variants: bool = False
 
     def pools(self, test_fraction: float, split_seed: int) -> Pools:
         dd = self._download()
@@ -72,16 +77,31 @@ class HubDataset(DatasetRecord):
                          "authors' rule); row ids index the hub train split")
         else:
             test_rule = "hub split 'test'" if rule == "test" else f"hub split {rule!r} used as test (the authors' rule)"
+        test_source = "train" if rule == "split30" else rule
+        splits, stats = self._clean(splits, {"train": "train", "test": test_source})
         info = {"dataset": self.key, "source": "hub", "hub_id": self.hub_id, "config": self.config,
                 "revision": self.revision,
                 "revision_note": None if self.revision else "unpinned (main); pin by passing --dataset_revision",
                 "hub_splits": available, "negative_labels_dropped": negatives,
-                "test_source_split": "train" if rule == "split30" else rule, "paper_key": self.paper_key,
-                "notes": self.notes}
+                "test_source_split": test_source, "paper_key": self.paper_key,
+                "notes": self.notes, **stats}
         if self.text_column or self.label_column:
             info.update(text_column=self.text_column, label_column=self.label_column)
         return Pools(splits, info, test_rule, seeded=rule == "split30", encoding=self.label_encoding,
                      label_names=names, num_classes=self.num_classes, credit=self.credit)
+
+    def _clean(self, splits: dict[str, Pool], hub_split: dict[str, str]) -> tuple[dict[str, Pool], dict]:
+        """After the split: missing label cells are an error, label spellings are checked
+        (:func:`merge_label_variants`), exact duplicate texts dropped (:func:`dedupe_pool`, train first).
+        ``hub_split``: the hub split each split's row ids index."""
+        pool, tags = join_splits(splits)
+        column = self.label_column or (self.label if isinstance(self.label, str) else "label")
+        check_label_cells(self.hub_id, column, pool.labels, [f"{hub_split[t]}:{i}" for t, i in zip(tags, pool.ids)],
+                          "name another column with --label_column, or use a local copy without those rows.",
+                          rows_are=" as hub split:index")
+        labels, variants = merge_label_variants(self.hub_id, pool.labels, self.merge_label_variants)
+        pool, tags, stats = dedupe_pool(self.hub_id, pool._replace(labels=labels), tags)
+        return split_by_tag(pool, tags), {**stats, **({"label_variants_merged": variants} if variants else {})}
 
     def _download(self):
         try:

@@ -19,14 +19,17 @@ _SUBSAMPLE_RULE = "class-stratified, proportional (largest remainder), >= 1 per 
 def load_split(name: str | os.PathLike, split: str = "train", *, max_samples: int | None = None,
                seed: int = DEFAULT_SEED, text_column: str | None = None, label_column: str | None = None,
                test_file: str | None = None, revision: str | None = None,
-               test_fraction: float = DEFAULT_TEST_FRACTION, split_seed: int = DEFAULT_SEED) -> LabelledSplit:
+               test_fraction: float = DEFAULT_TEST_FRACTION, split_seed: int = DEFAULT_SEED,
+               merge_label_variants: bool = False, encoding: str = "utf-8") -> LabelledSplit:
     """Load one split of a labelled dataset as a :class:`LabelledSplit`.
 
     Parameters
     ----------
     name : str
         An offline key (``vader-movies``, ``bbc-news`` …), a paper dataset (``sst2``, ``emotion``,
-        ``legacy-datasets/banking77`` …), a local file path, ``train=PATH,test=PATH``, or any hub id.
+        ``legacy-datasets/banking77`` …), a local file path, ``train=PATH,test=PATH``, a dataset directory
+        (``save_to_disk`` or a hub repository clone with parquet files: :class:`ntps.data.DirectoryDataset`), or
+        any hub id.
     split : {"train", "test"}
     max_samples : int, optional
         Keep a seeded, class-stratified subset of at most this many rows of the chosen split.
@@ -41,27 +44,51 @@ def load_split(name: str | os.PathLike, split: str = "train", *, max_samples: in
         Hub revision (commit sha, tag or branch); None = the registry's pin (unpinned = main).
     test_fraction, split_seed : float, int
         The seeded split for offline/local data without a test set (hub data: the authors' fixed rule).
+    merge_label_variants : bool
+        Local and hub data: merge spellings of one label that differ only in case or surrounding spaces
+        (``spam``/``Spam``/`` spam ``) into the most frequent one (recorded in
+        ``info["label_variants_merged"]``). Default: such variants are a ValueError naming them.
+    encoding : str
+        Text encoding of a local .csv/.tsv/.json/.jsonl file.
+
+    Rules for local files and hub data (offline data: their parser's rules, the same dedupe): a missing
+    label cell (empty, ``NaN``, ``NA``, ``None``, ``null`` … as pandas/R/JSON export it) is an error listing
+    the rows; exact duplicate texts are kept once, and dropped altogether when their labels disagree
+    (``info["duplicates_dropped"]``, ``info["conflicting_duplicates_dropped"]``, logged); when the test rows
+    are given (a test file, a ``split`` column with values train/test, ``train=PATH,test=PATH``, a hub test
+    split), a test row whose text is a train text is dropped from test
+    (``info["test_rows_equal_to_a_train_text"]``, a logged warning).
 
     Raises
     ------
     KeyError
         Unknown name (with close suggestions and the offline keys).
+    FileNotFoundError
+        A local file (or a name that looks like a path) that does not exist.
     ValueError
-        Bad split, labels not ``0..C-1``, a class absent from train, bad columns, bad ``max_samples``.
+        A directory that is no dataset directory (naming what was expected and what it holds).
+    ValueError
+        Bad split, labels not ``0..C-1``, missing label cells, label spelling variants, fewer than 2 classes
+        or no rows in train, a class absent from train, an empty requested split, bad columns, an empty,
+        header-only, non-UTF-8 (``encoding``) or mis-delimited file, bad ``max_samples``.
     DatasetUnavailableError
         Hub unreachable / package download failed / checksum mismatch (the message names the fix).
     """
     _check_request(split, max_samples)
     record = resolve_record(name, text_column=text_column, label_column=label_column, test_file=test_file,
-                            revision=revision)
+                            revision=revision, encoding=encoding, merge_label_variants=merge_label_variants)
     got = record.pools(test_fraction, split_seed)
     dataset = got.info["dataset"]
+    where = " and ".join(got.info["files"].values()) if "files" in got.info else got.info.get("hub_id", dataset)
     pools, empty = _drop_empty_texts(got.splits)
     if empty.get(split):
         warnings.warn(f"{dataset}: dropped {empty[split]} {split} row(s) with empty text", stacklevel=2)
-    enc, label_names, mapping, how = encode_labels(dataset, {s: p.labels for s, p in pools.items()},
+    enc, label_names, mapping, how = encode_labels(where, {s: p.labels for s, p in pools.items()},
                                                    got.encoding, got.label_names)
-    check_train_classes(dataset, enc["train"], label_names)
+    check_train_classes(where, enc["train"], label_names)
+    if not len(enc[split]):
+        raise ValueError(f"{where}: the {split} split is empty ({got.test_rule}). Fix: add rows, or a larger "
+                         "test file / test_fraction.")
     c = len(label_names)
     if got.num_classes is not None and got.num_classes != c:
         warnings.warn(f"{dataset}: {c} classes found, the registry expects {got.num_classes}", stacklevel=2)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..fetch import FetchError, download, read_member, sha256_file
 from ..io import atomic_path, ntps_home, read_json, write_json
-from .base import SPLITS, DatasetRecord, DatasetUnavailableError, Pool, Pools, split_pool
+from .base import DatasetRecord, DatasetUnavailableError, Pool, Pools, split_by_tag, split_pool
 from .splits import balanced_subsample_indices, dedupe, stratified_split_indices
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class OfflineDataset(DatasetRecord):
             stats["test_rows_in_file"] = sum(1 for r in rows if r.get("split") == "test")
             stats["test_rows_equal_to_a_train_text"] = sum(
                 1 for r in rows if r.get("split") == "test" and r["text"] in train_texts)
-            splits = {s: pool.take([k for k, t in enumerate(tags) if t == s]) for s in SPLITS}
+            splits = split_by_tag(pool, tags)
             test_rule = "the package's own train/test files"
         else:
             splits = split_pool(pool, *stratified_split_indices(pool.labels, test_fraction, split_seed))

@@ -15,9 +15,10 @@ from pathlib import Path
 from ..io import slugify
 from . import parsers
 from .base import DatasetRecord
+from .directory import DirectoryDataset, directory_record
 from .fields import commonsense_qa_label, commonsense_qa_text
 from .hub import HubDataset
-from .local import local_record
+from .local import local_record, looks_like_path, no_such_file
 from .offline import OfflineDataset, fetch
 
 #: origin pool of Pang & Lee's movie-review sentences (hub rotten_tomatoes, vader-movies, rotten-tomatoes)
@@ -397,25 +398,41 @@ def resolve(name: str) -> tuple[str, str]:
     raise KeyError(
         f"unknown dataset {name!r}.{hint} Offline datasets (no hub needed): "
         f"{', '.join(OFFLINE_DATASETS)}. Paper datasets (Hugging Face hub): {', '.join(PAPER_DATASETS)}. "
-        "Or pass a local .csv/.tsv/.jsonl/.parquet file (columns text,label), 'train=PATH,test=PATH', "
+        "Or pass a local .csv/.tsv/.jsonl/.parquet file (columns text,label), 'train=PATH,test=PATH', a dataset "
+        "directory (datasets' save_to_disk, or a hub dataset clone with parquet files), "
         "or any hub id 'org/name'.")
 
 
 def resolve_record(name: str | os.PathLike, *, text_column: str | None = None, label_column: str | None = None,
-                   test_file: str | None = None, revision: str | None = None) -> DatasetRecord:
+                   test_file: str | None = None, revision: str | None = None, encoding: str = "utf-8",
+                   merge_label_variants: bool = False) -> DatasetRecord:
     """The record a dataset name stands for, with the request's options applied.
 
-    A local file / ``train=PATH,test=PATH`` → :class:`LocalDataset`; an offline key → its
+    An existing directory → :class:`DirectoryDataset` (``save_to_disk`` or a hub repository clone; ValueError
+    for any other directory); a local file / ``train=PATH,test=PATH`` → :class:`LocalDataset`; an offline key → its
     :class:`OfflineDataset`; a paper dataset (key, alias, hub id) or any other ``org/name`` →
-    :class:`HubDataset` (``revision``: None = the registry's pin). Raises KeyError for an unknown name,
-    ValueError for an option that does not apply to that kind of dataset.
+    :class:`HubDataset` (``revision``: None = the registry's pin). ``merge_label_variants`` applies to
+    local and hub data (offline labels are fixed by their parser), ``encoding`` to local files only.
+    Raises KeyError for an unknown name, FileNotFoundError for a missing file or a name that looks like
+    a path (:func:`looks_like_path`; never looked up on the hub), ValueError for an option that does not
+    apply to that kind of dataset.
     """
-    local = local_record(name, test_file, text_column, label_column)
+    utf8 = encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+    local = (directory_record(name, text_column, label_column, test_file, merge_label_variants)
+             or local_record(name, test_file, text_column, label_column, encoding, merge_label_variants))
     if local is not None:
         if revision is not None:
-            raise ValueError(f"revision={revision!r} applies to hub datasets, not to the local file {name!r}")
+            raise ValueError(f"revision={revision!r} applies to hub datasets, not to the local dataset {name!r}")
+        if isinstance(local, DirectoryDataset) and not utf8:
+            raise ValueError(f"encoding={encoding!r} applies to .csv/.tsv/.json/.jsonl files, not to the directory "
+                             f"{name!r}")
         return local
-    if "/" in str(name) and str(name).lower() not in _lookup_table():
+    if not utf8:
+        raise ValueError(f"encoding={encoding!r} applies to local files, not to {name!r}")
+    known = str(name).strip().lower() in _lookup_table()
+    if not known and looks_like_path(name):
+        raise FileNotFoundError(no_such_file(name))
+    if "/" in str(name) and not known:
         entry = HubDataset(key=slugify(str(name)), hub_id=str(name), text="text", label="label",
                            test_split="auto", label_encoding="auto")
     else:
@@ -426,7 +443,8 @@ def resolve_record(name: str | os.PathLike, *, text_column: str | None = None, l
                                  "files and hub datasets, not to offline datasets")
             return OFFLINE_DATASETS[key]
         entry = PAPER_DATASETS[key]
-    return replace(entry, revision=revision or entry.revision, text_column=text_column, label_column=label_column)
+    return replace(entry, revision=revision or entry.revision, text_column=text_column, label_column=label_column,
+                   merge_label_variants=merge_label_variants)
 
 
 def offline_entry(key: str) -> OfflineDataset:

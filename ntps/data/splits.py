@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 
 import numpy as np
 
-from .base import DEFAULT_SEED, DEFAULT_TEST_FRACTION
+from .base import DEFAULT_SEED, DEFAULT_TEST_FRACTION, Pool
+
+logger = logging.getLogger(__name__)
 
 
 def dedupe(texts: Sequence[str], labels: Sequence) -> tuple[np.ndarray, int, int]:
@@ -25,6 +28,30 @@ def dedupe(texts: Sequence[str], labels: Sequence) -> tuple[np.ndarray, int, int
         else:
             n_conflict += len(idx)
     return np.array(sorted(keep), dtype=np.int64), n_dup, n_conflict
+
+
+def dedupe_pool(where: str, pool: Pool, tags: list[str]) -> tuple[Pool, list[str], dict]:
+    """:func:`dedupe` of a local file's or hub dataset's rows (the rule of the offline datasets), rows in
+    order, train before test: a test row whose text is a train text is dropped (the train copy is kept
+    when the labels agree). Empty texts are left for the loader to drop and count.
+
+    Returns the kept rows, their tags and the counts ``duplicates_dropped``, ``conflicting_duplicates_dropped``
+    and, when some rows are tagged test, ``test_rows_equal_to_a_train_text``; non-zero counts are logged.
+    """
+    real = [k for k, t in enumerate(pool.texts) if t is not None and str(t).strip()]
+    keep, n_dup, n_conflict = dedupe([pool.texts[k] for k in real], [pool.labels[k] for k in real])
+    kept = sorted(set(range(len(tags))) - set(real) | {real[k] for k in keep})
+    stats = {"duplicates_dropped": n_dup, "conflicting_duplicates_dropped": n_conflict}
+    if n_dup or n_conflict:
+        logger.warning("%s: %d duplicate row(s) dropped (first copy kept), %d row(s) dropped because copies of "
+                       "their text have different labels", where, n_dup, n_conflict)
+    if "test" in tags:
+        train = {pool.texts[k] for k in real if tags[k] == "train"}
+        overlap = sum(1 for k in real if tags[k] == "test" and pool.texts[k] in train)
+        stats["test_rows_equal_to_a_train_text"] = overlap
+        if overlap:
+            logger.warning("%s: %d test row(s) repeat a train text; dropped from test", where, overlap)
+    return pool.take(kept), [tags[k] for k in kept], stats
 
 
 def hf_train_test_split_indices(n: int, test_size: float = DEFAULT_TEST_FRACTION,

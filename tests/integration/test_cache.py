@@ -7,12 +7,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from test_models import make_bpe_tokenizer, make_tokenizer, tiny_model
 
 import cache
 import K_sweep
@@ -21,8 +19,6 @@ from ntps.artifacts import load_stats
 from ntps.io import OutputExistsError
 from ntps.text import decoder_of, length_sorted_shards, tokenize
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURE = ROOT / "tests" / "fixtures" / "tiny_sentiment.csv"
 KEYS = ("XX", "XY", "C0", "C1", "sum_x")
 
 
@@ -119,22 +115,16 @@ def test_left_padding_with_nan_at_pad_positions_is_ignored():
 
 # --- cache.py on tiny models ----------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def tiny_dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cache_models")
-    out = {}
-    for kind, tok in (("llama", make_tokenizer()), ("qwen2", make_bpe_tokenizer())):
-        path = root / kind
-        tiny_model(kind, vocab_size=len(tok)).save_pretrained(path)
-        tok.save_pretrained(path)
-        out[kind] = path
-    return out
+@pytest.fixture
+def run_cache(sentiment_csv):
+    """``run_cache(model_dir, out, *extra)``: cache.py on the 28 training texts of tiny_sentiment.csv."""
 
+    def run(model_dir, out, *extra):
+        argv = ["--model", str(model_dir), "--dataset", str(sentiment_csv), "--output_dir", str(out),
+                "--max_samples", "0", "--batch_size", "4", "--shard_size", "8", "--checkpoint_interval", "0", *extra]
+        return cache.main(cache.parse_args(argv))
 
-def run_cache(model_dir, out, *extra):
-    argv = ["--model", str(model_dir), "--dataset", str(FIXTURE), "--output_dir", str(out),
-            "--max_samples", "0", "--batch_size", "4", "--shard_size", "8", "--checkpoint_interval", "0", *extra]
-    return cache.main(cache.parse_args(argv))
+    return run
 
 
 def per_text_states(model_dir, texts):
@@ -152,13 +142,13 @@ def per_text_states(model_dir, texts):
 
 
 @pytest.mark.parametrize("kind", ["llama", "qwen2"])
-def test_cache_end_to_end_equals_naive_and_feeds_k_sweep(tiny_dirs, tmp_path, kind):
+def test_cache_end_to_end_equals_naive_and_feeds_k_sweep(model_dirs, tmp_path, kind, run_cache, sentiment_csv):
     from ntps.data import load_split
 
-    out_dir = run_cache(tiny_dirs[kind], tmp_path, "--save_features", "--features_dtype", "float32")
+    out_dir = run_cache(model_dirs[kind], tmp_path, "--save_features", "--features_dtype", "float32")
     s = load_stats(out_dir)
-    data = load_split(str(FIXTURE), "train", max_samples=None)
-    ref = naive_sums(per_text_states(tiny_dirs[kind], data.texts), data.labels, data.num_classes)
+    data = load_split(str(sentiment_csv), "train", max_samples=None)
+    ref = naive_sums(per_text_states(model_dirs[kind], data.texts), data.labels, data.num_classes)
     assert s.n_texts == len(data) and sorted(s.layers) == [0, 1, 2]
     for layer in range(3):
         for k in KEYS:
@@ -169,7 +159,7 @@ def test_cache_end_to_end_equals_naive_and_feeds_k_sweep(tiny_dirs, tmp_path, ki
     assert meta["environment"]["versions"]["transformers"]
     mean = np.load(out_dir / "features_mean.npy", mmap_mode="r")
     assert mean.shape == (3, len(data), 32)
-    np.testing.assert_allclose(mean[2, 5], ref_x := per_text_states(tiny_dirs[kind], [data.texts[5]])[0][2].mean(0),
+    np.testing.assert_allclose(mean[2, 5], ref_x := per_text_states(model_dirs[kind], [data.texts[5]])[0][2].mean(0),
                                rtol=1e-4, atol=1e-5)
     assert ref_x.shape == (32,)
     assert (np.load(out_dir / "labels.npy") == data.labels).all()
@@ -179,17 +169,17 @@ def test_cache_end_to_end_equals_naive_and_feeds_k_sweep(tiny_dirs, tmp_path, ki
 
 
 @pytest.mark.parametrize("max_samples", ["16", "17", "15"])  # N a multiple of the shard size, N±1
-def test_shards_merge_to_the_single_pass_totals(tiny_dirs, tmp_path, max_samples):
-    one = load_stats(run_cache(tiny_dirs["llama"], tmp_path / "a", "--max_samples", max_samples,
+def test_shards_merge_to_the_single_pass_totals(model_dirs, tmp_path, max_samples, run_cache):
+    one = load_stats(run_cache(model_dirs["llama"], tmp_path / "a", "--max_samples", max_samples,
                                "--shard_size", "1000", "--batch_size", "32"))
-    many = load_stats(run_cache(tiny_dirs["llama"], tmp_path / "b", "--max_samples", max_samples))
+    many = load_stats(run_cache(model_dirs["llama"], tmp_path / "b", "--max_samples", max_samples))
     assert one.n_texts == many.n_texts == int(max_samples)
     for k in KEYS:
         assert rel_err(getattr(many.layers[2], k), getattr(one.layers[2], k)) < 1e-6
 
 
-def test_resume_after_interruption_gives_identical_totals(tiny_dirs, tmp_path, monkeypatch):
-    full = load_stats(run_cache(tiny_dirs["llama"], tmp_path / "full"))
+def test_resume_after_interruption_gives_identical_totals(model_dirs, tmp_path, monkeypatch, run_cache):
+    full = load_stats(run_cache(model_dirs["llama"], tmp_path / "full"))
     calls = {"n": 0}
     original = StatsAccumulator.add_batch
 
@@ -201,23 +191,23 @@ def test_resume_after_interruption_gives_identical_totals(tiny_dirs, tmp_path, m
 
     monkeypatch.setattr(StatsAccumulator, "add_batch", flaky)
     with pytest.raises(KeyboardInterrupt):
-        run_cache(tiny_dirs["llama"], tmp_path / "cut")
+        run_cache(model_dirs["llama"], tmp_path / "cut")
     partial = tmp_path / "cut"
     assert not list(partial.rglob("stats.safetensors"))  # no final artifact from a cut run
     assert list(partial.rglob("rank0of1.json"))
     monkeypatch.setattr(StatsAccumulator, "add_batch", original)
-    resumed = load_stats(run_cache(tiny_dirs["llama"], tmp_path / "cut"))
+    resumed = load_stats(run_cache(model_dirs["llama"], tmp_path / "cut"))
     for layer in full.layers:
         for k in KEYS:
             assert torch.equal(getattr(resumed.layers[layer], k), getattr(full.layers[layer], k))
     # another configuration refuses to mix with these results unless --overwrite
     with pytest.raises(OutputExistsError, match="overwrite"):
-        run_cache(tiny_dirs["llama"], tmp_path / "cut", "--max_samples", "12")
-    assert load_stats(run_cache(tiny_dirs["llama"], tmp_path / "cut", "--max_samples", "12",
+        run_cache(model_dirs["llama"], tmp_path / "cut", "--max_samples", "12")
+    assert load_stats(run_cache(model_dirs["llama"], tmp_path / "cut", "--max_samples", "12",
                                 "--overwrite")).n_texts == 12
 
 
-def test_nonfinite_hidden_states_never_leave_an_artifact(tiny_dirs, tmp_path, monkeypatch):
+def test_nonfinite_hidden_states_never_leave_an_artifact(model_dirs, tmp_path, monkeypatch, run_cache):
     original = StatsAccumulator.add_batch
 
     def overflow(self, hidden_states, *a, **k):
@@ -228,14 +218,14 @@ def test_nonfinite_hidden_states_never_leave_an_artifact(tiny_dirs, tmp_path, mo
 
     monkeypatch.setattr(StatsAccumulator, "add_batch", overflow)
     with pytest.raises(NonFiniteHiddenStates, match="layer 1"):
-        run_cache(tiny_dirs["llama"], tmp_path)
+        run_cache(model_dirs["llama"], tmp_path)
     assert not list(tmp_path.rglob("stats.safetensors")) and not list(tmp_path.rglob("meta.json"))
 
 
-def test_empty_and_one_token_texts(tiny_dirs):
+def test_empty_and_one_token_texts(model_dirs):
     from ntps.models import load_model_and_tokenizer
 
-    _, tok, _ = load_model_and_tokenizer(str(tiny_dirs["llama"]))
+    _, tok, _ = load_model_and_tokenizer(str(model_dirs["llama"]))
     with pytest.raises(ValueError, match="zero tokens"):
         tokenize(tok, ["the cat", ""], 16)
     ids, truncated = tokenize(tok, ["cat", "the cat sat on the mat"], 3)
@@ -250,17 +240,19 @@ def test_batches_sorted_by_length_cover_every_text_once():
     assert (np.diff(lengths[flat]) >= 0).all() and [len(s) for s in shards] == [2, 2]
 
 
-def test_two_processes_with_gloo_equal_the_single_process_run(tiny_dirs, tmp_path):
+@pytest.mark.slow  # two subprocesses, about 40 s of CPU
+def test_two_processes_with_gloo_equal_the_single_process_run(model_dirs, tmp_path, repo_root, sentiment_csv,
+                                                              free_port):
     # both runs as subprocesses with one thread each, so the forward passes round identically
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    args = [str(ROOT / "cache.py"), "--model", str(tiny_dirs["llama"]), "--dataset", str(FIXTURE),
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo_root)}
+    args = [str(repo_root / "cache.py"), "--model", str(model_dirs["llama"]), "--dataset", str(sentiment_csv),
             "--max_samples", "0", "--batch_size", "4", "--shard_size", "8", "--device", "cpu"]
     runs = {"one": [sys.executable], "two": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
-                                              "2", "--master_port", "29517"]}
+                                              "2", "--master_port", str(free_port)]}
     stats = {}
     for name, launcher in runs.items():
         proc = subprocess.run(launcher + args + ["--output_dir", str(tmp_path / name)], env=env,
-                              capture_output=True, text=True, timeout=300, cwd=ROOT)
+                              capture_output=True, text=True, timeout=300, cwd=repo_root)
         assert proc.returncode == 0, proc.stderr[-3000:]
         stats[name] = load_stats(next((tmp_path / name).rglob("meta.json")).parent)
     one, two = stats["one"], stats["two"]

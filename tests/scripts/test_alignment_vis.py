@@ -7,53 +7,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("transformers")
 
-from test_models import make_tokenizer, tiny_model  # noqa: E402
-from test_score import random_stats  # noqa: E402
-from tokenizers import normalizers, processors  # noqa: E402
+from tokenizers import normalizers  # noqa: E402
 
 import alignment_vis as av  # noqa: E402
-from ntps.artifacts import LayerSums, Stats, save_stats  # noqa: E402
-
-WORDS = "Joy=happy,big;Sad=sad,small;Be=is,was"
-
-
-def bos_tokenizer():
-    """The WordLevel test tokenizer, made to prepend BOS like Llama's."""
-    tok = make_tokenizer()
-    tok._tokenizer.post_processor = processors.TemplateProcessing(
-        single="<s> $A", special_tokens=[("<s>", tok.convert_tokens_to_ids("<s>"))])
-    return tok
-
-
-def make_artifact(path, model_dir, d=32, n_states=3, C=2, N=120, rank1=False, seed=0):
-    rng = np.random.default_rng(seed)
-    layers = {}
-    for layer in range(n_states):
-        XX, XY, C0, C1 = random_stats(rng, d=d, N=N, C=C)
-        if rank1:  # both class sums on one line: rank(M Mᵀ) = 1
-            XY[:, 1] = 2.0 * XY[:, 0]
-        t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
-        layers[layer] = LayerSums(t(XX), t(XY), t(C0), t(C1), t(rng.standard_normal(d) * N))
-    counts = torch.tensor([N // C] * (C - 1) + [N - (C - 1) * (N // C)])
-    stats = Stats(layers=layers, class_counts=counts, n_texts=N, n_tokens=6 * N, n_pairs=5 * N)
-    meta = {"model": str(model_dir), "dataset": "toy", "split": "train", "dtype": "float32",
-            "max_length": None, "max_samples": None, "seed": 0, "n_states": n_states}
-    save_stats(path, stats, meta)
-    return path
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny") / "llama"
-    tok = bos_tokenizer()
-    tiny_model("llama", vocab_size=len(tok)).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
 
 # --- --words parsing -----------------------------------------------------------------------------
 
@@ -93,8 +52,8 @@ def test_parse_args_reports_malformed_words(capsys):
 # --- tokenisation ------------------------------------------------------------------------------------
 
 
-def test_word_tokens_exclude_bos_and_empty_word_is_an_error():
-    tok = bos_tokenizer()
+def test_word_tokens_exclude_bos_and_empty_word_is_an_error(make_tokenizer):
+    tok = make_tokenizer(prepend_bos=True)
     ids, pos = av.word_token_positions(tok, "happy")
     assert ids == [tok.bos_token_id, tok.convert_tokens_to_ids("happy")] and pos == [1]
     ids, pos = av.word_token_positions(tok, "happy", add_special_tokens=False)
@@ -104,8 +63,8 @@ def test_word_tokens_exclude_bos_and_empty_word_is_an_error():
         av.word_token_positions(tok, "~~")
 
 
-def test_unknown_word_is_refused_unless_allowed():
-    tok = bos_tokenizer()
+def test_unknown_word_is_refused_unless_allowed(make_tokenizer, tiny_model):
+    tok = make_tokenizer(prepend_bos=True)
     net = tiny_model("llama", vocab_size=len(tok)).model
     with pytest.raises(ValueError, match="unknown token"):
         av.word_states(net, tok, ["happy", "lovely"], 0, 3, "cpu")
@@ -116,9 +75,10 @@ def test_unknown_word_is_refused_unless_allowed():
 # --- end to end ----------------------------------------------------------------------------------------
 
 
-def test_end_to_end_on_tiny_model(tmp_path, model_dir, capsys):
-    stats_dir = make_artifact(tmp_path / "art", model_dir)
-    rec = av.main(av.parse_args(["--stats_dir", str(stats_dir), "--words", WORDS, "--dpi", "40"]))
+def test_end_to_end_on_tiny_model(tmp_path, bos_model_dir, capsys, make_tokenizer, tiny_model, make_vis_artifact,
+                                  vis_words):
+    stats_dir = make_vis_artifact(tmp_path / "art", bos_model_dir)
+    rec = av.main(av.parse_args(["--stats_dir", str(stats_dir), "--words", vis_words, "--dpi", "40"]))
     out = stats_dir / "alignment_vis" / "layer0"
     for name in ("projections.json", "projections.csv", "fig1.pdf", "fig1.png", "fig1_boundaries.json"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
@@ -126,16 +86,16 @@ def test_end_to_end_on_tiny_model(tmp_path, model_dir, capsys):
     # the authors' nesting: {"U"|"V": {category: [[[x, y]], ...]}}, words in the given order
     for space in ("U", "V"):
         assert list(data[space]) == ["Joy", "Sad", "Be"]
-        for cat, ws in av.parse_words(WORDS).items():
+        for cat, ws in av.parse_words(vis_words).items():
             assert np.asarray(data[space][cat]).shape == (len(ws), 1, 2)
-    assert data["words"] == av.parse_words(WORDS)
+    assert data["words"] == av.parse_words(vis_words)
     assert data["meta"]["layer"] == 0 and data["meta"]["label_rank"] == 2 and not data["meta"]["padded_U"]
     assert data["tokens"]["happy"]["tokens"] == ["<s>", "happy"]
     assert set(data["separability"]) == {"U", "V"}
     rows = list(csv.DictReader(open(out / "projections.csv")))
     assert list(rows[0]) == av.CSV_COLUMNS and len(rows) == 2 * 6
     for r in rows:
-        i = av.parse_words(WORDS)[r["category"]].index(r["word"])
+        i = av.parse_words(vis_words)[r["category"]].index(r["word"])
         assert [float(r["x"]), float(r["y"])] == data[r["space"]][r["category"]][i][0]
     # layer 0: a word's point is its token embedding (BOS excluded) on the Σ̂-orthonormal directions
     model = tiny_model("llama", vocab_size=len(make_tokenizer()))
@@ -149,10 +109,10 @@ def test_end_to_end_on_tiny_model(tmp_path, model_dir, capsys):
     assert "Joy-vs-Sad separability" in printed and rec["U"] == data["U"]
 
 
-def test_directions_are_normalised_and_oriented(tmp_path, model_dir):
+def test_directions_are_normalised_and_oriented(tmp_path, bos_model_dir, make_vis_artifact):
     from ntps.artifacts import load_stats
 
-    sums = load_stats(make_artifact(tmp_path / "art", model_dir), [1]).layers[1]
+    sums = load_stats(make_vis_artifact(tmp_path / "art", bos_model_dir), [1]).layers[1]
     dirs = av.top_directions(sums, 120)
     Sigma = sums.XX.numpy() / 120
     np.testing.assert_allclose(dirs["U"].T @ Sigma @ dirs["U"], np.eye(2), atol=1e-8)
@@ -162,24 +122,25 @@ def test_directions_are_normalised_and_oriented(tmp_path, model_dir):
     np.testing.assert_allclose(unit["U"], dirs["U"] / np.linalg.norm(dirs["U"], axis=0))
 
 
-def test_rank_one_labels_pad_with_null_direction_and_say_so(tmp_path, model_dir, caplog, monkeypatch):
+def test_rank_one_labels_pad_with_null_direction_and_say_so(tmp_path, bos_model_dir, caplog, monkeypatch,
+                                                            make_vis_artifact, vis_words):
     from fig_plot import fig1
     from ntps.artifacts import load_stats
 
-    stats_dir = make_artifact(tmp_path / "art", model_dir, rank1=True)
+    stats_dir = make_vis_artifact(tmp_path / "art", bos_model_dir, rank1=True)
     sums = load_stats(stats_dir, [2]).layers[2]
     dirs = av.top_directions(sums, 120)
     assert dirs["label_rank"] == 1 and dirs["padded"] and dirs["values_U"][1] == 0.0
     # the padding direction is the second column of a Σ̂-orthonormal basis
     np.testing.assert_allclose(dirs["U"].T @ (sums.XX.numpy() / 120) @ dirs["U"], np.eye(2), atol=1e-8)
     monkeypatch.setattr(fig1, "main", lambda args: {})  # the figure itself is tested above
-    rec = av.main(av.parse_args(["--stats_dir", str(stats_dir), "--words", WORDS, "--layer", "-1",
+    rec = av.main(av.parse_args(["--stats_dir", str(stats_dir), "--words", vis_words, "--layer", "-1",
                                  "--out_dir", str(tmp_path / "o")]))
     assert rec["meta"]["layer"] == 2 and rec["meta"]["label_rank"] == 1 and rec["meta"]["padded_U"]
     assert "label rank 1 < 2" in caplog.text
 
 
-def test_model_width_mismatch_is_a_clear_error(tmp_path, model_dir):
-    stats_dir = make_artifact(tmp_path / "art", model_dir, d=16)
+def test_model_width_mismatch_is_a_clear_error(tmp_path, bos_model_dir, make_vis_artifact, vis_words):
+    stats_dir = make_vis_artifact(tmp_path / "art", bos_model_dir, d=16)
     with pytest.raises(ValueError, match="d = 32 but the artifact was computed with d = 16"):
-        av.main(av.parse_args(["--stats_dir", str(stats_dir), "--words", WORDS]))
+        av.main(av.parse_args(["--stats_dir", str(stats_dir), "--words", vis_words]))

@@ -1,7 +1,8 @@
-"""ntps.training and the training scripts (linear probe, LoRA, from scratch, ntps_lora.py).
+"""The training scripts end to end (linear probe, LoRA, from scratch, runs/ntps_lora.py).
 
-Fast tier: a tiny random Llama (2 layers, width 32) saved with a WordLevel tokenizer built from the
-40-row fixtures; every run is a few optimisation steps on one CPU thread. Nothing is downloaded.
+Fast tier: the ``tiny_lm`` fixture (a tiny random Llama, 2 layers, width 32, saved with a WordLevel
+tokenizer built from the 40-row fixtures); every run is a few optimisation steps on one CPU thread.
+Nothing is downloaded. ntps.training's helpers: integration/test_training.py.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -19,8 +19,6 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 from safetensors.torch import load_file  # noqa: E402
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
 
 import cache  # noqa: E402
 import from_scratch  # noqa: E402
@@ -31,46 +29,19 @@ from ntps.io import OutputExistsError, run_dir  # noqa: E402
 from ntps.models import load_model_and_tokenizer  # noqa: E402
 from runs import ntps_lora  # noqa: E402
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-SENTIMENT = FIXTURES / "tiny_sentiment.csv"
-TOPICS = FIXTURES / "tiny_topics.jsonl"
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices: one thread avoids oversubscription on a shared machine (and is deterministic)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+@pytest.fixture
+def argv(sentiment_csv):
+    """``argv(lm, out, *extra, dataset=tiny_sentiment.csv)``: a training script's command line, batch 4, on the CPU."""
 
+    def make(lm, out, *extra, dataset=sentiment_csv):
+        return ["--model", str(lm), "--dataset", str(dataset), "--output_dir", str(out), "--device", "cpu",
+                "--batch_size", "4", "--max_length", "32", "--eval_batch_size", "16", "--logging_steps", "1",
+                *extra]
 
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory) -> Path:
-    """A saved 2-layer Llama (d=32) whose WordLevel vocabulary covers the fixtures."""
-    words: set[str] = set()
-    for f in (SENTIMENT, TOPICS):
-        words |= set(re.findall(r"\w+|[^\w\s]", f.read_text().lower()))
-    vocab = {w: i for i, w in enumerate(["<unk>", "<s>", "</s>"] + sorted(words))}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                        unk_token="<unk>")
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                         bos_token_id=1, eos_token_id=2)
-    path = tmp_path_factory.mktemp("tiny_lm") / "llama"
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-def argv(lm, out, *extra, dataset=SENTIMENT):
-    return ["--model", str(lm), "--dataset", str(dataset), "--output_dir", str(out), "--device", "cpu",
-            "--batch_size", "4", "--max_length", "32", "--eval_batch_size", "16", "--logging_steps", "1",
-            *extra]
+    return make
 
 
 @pytest.fixture
@@ -94,84 +65,7 @@ def changed(seen) -> set[str]:
     return {n for n, t in seen["before"].items() if not torch.equal(t, after[n])}
 
 
-# --- pure helpers --------------------------------------------------------------------------------
-
-
-def test_batch_indices_are_seeded_epoch_permutations():
-    n, b = 10, 4  # 3 batches per epoch, the last of 2
-    epoch0 = [training.batch_indices(n, b, s, seed=1) for s in range(3)]
-    assert [len(x) for x in epoch0] == [4, 4, 2]
-    assert sorted(np.concatenate(epoch0).tolist()) == list(range(n))
-    epoch1 = np.concatenate([training.batch_indices(n, b, s, seed=1) for s in range(3, 6)])
-    assert sorted(epoch1.tolist()) == list(range(n)) and not np.array_equal(epoch1, np.concatenate(epoch0))
-    bi = training.batch_indices
-    assert np.array_equal(bi(n, b, 4, seed=1), bi(n, b, 4, seed=1))
-    assert not np.array_equal(bi(n, b, 0, seed=1), bi(n, b, 0, seed=2))
-
-
-def test_length_grouped_batches_cover_each_epoch_once_and_cut_padding():
-    rng = np.random.default_rng(0)
-    n, b = 1003, 8
-    lengths = rng.integers(3, 200, size=n)
-    per_epoch = -(-n // b)
-    bi = training.batch_indices
-
-    def padding(batches):  # padded tokens / real tokens
-        return sum(len(x) * lengths[x].max() for x in batches) / lengths.sum()
-
-    for epoch in range(2):
-        steps = range(epoch * per_epoch, (epoch + 1) * per_epoch)
-        grouped = [bi(n, b, s, seed=3, lengths=lengths, group_batches=10) for s in steps]
-        assert sorted(np.concatenate(grouped).tolist()) == list(range(n))  # every text once an epoch
-        plain = [bi(n, b, s, seed=3) for s in steps]
-        assert padding(grouped) < 1.1 < 1.5 < padding(plain)
-    # batch order is shuffled (not longest-first) and a pure function of the step, as resume needs
-    firsts = [lengths[bi(n, b, s, seed=3, lengths=lengths, group_batches=10)].max() for s in range(per_epoch)]
-    assert not np.all(np.diff(firsts) <= 0)
-    assert np.array_equal(bi(n, b, 7, seed=3, lengths=lengths), bi(n, b, 7, seed=3, lengths=lengths))
-
-
-@pytest.mark.parametrize("side", ["right", "left"])
-def test_pooling_excludes_padding_on_either_side(side):
-    h = torch.randn(2, 5, 3)
-    lengths = [5, 2]
-    mask = torch.zeros(2, 5, dtype=torch.long)
-    for i, L in enumerate(lengths):
-        if side == "right":
-            mask[i, :L] = 1
-        else:
-            mask[i, 5 - L:] = 1
-    mean = training.pool_hidden(h, mask, "mean")
-    last = training.pool_hidden(h, mask, "last")
-    for i in range(2):
-        real = h[i][mask[i].bool()]
-        torch.testing.assert_close(mean[i], real.mean(0))
-        torch.testing.assert_close(last[i], real[-1])
-    with pytest.raises(ValueError, match="pooling"):
-        training.pool_hidden(h, mask, "max")
-
-
-def test_adafactor_has_the_papers_settings():
-    p = torch.nn.Parameter(torch.zeros(3, 3))
-    opt = training.build_optimizer([p], "adafactor", 1e-4)
-    g = opt.param_groups[0]
-    assert g["lr"] == 1e-4 and not (g["relative_step"] or g["scale_parameter"] or g["warmup_init"])
-    assert (g["clip_threshold"], g["decay_rate"], g["weight_decay"]) == (1.0, -0.8, 1e-5)
-    sched = training.build_scheduler(opt, "cosine", 5, 100)
-    assert sched.get_last_lr()[0] == 0.0  # linear warm-up from 0
-    for _ in range(5):
-        opt.step()
-        sched.step()
-    assert sched.get_last_lr()[0] == pytest.approx(1e-4)
-    assert training.bf16_enabled("auto", torch.device("cpu")) is False
-    with pytest.raises(ValueError, match="CUDA"):
-        training.bf16_enabled("true", torch.device("cpu"))
-
-
-# --- the scripts end to end ----------------------------------------------------------------------
-
-
-def test_linear_training_end_to_end_trains_only_the_head(tiny_lm, tmp_path, spy):
+def test_linear_training_end_to_end_trains_only_the_head(tiny_lm, tmp_path, spy, argv):
     root = tmp_path / "linear"
     run = ("--epochs", "2", "--lr", "1e-2")
     res = linear_training.main(linear_training.parse_args(argv(tiny_lm, root, *run)))
@@ -195,12 +89,12 @@ def test_linear_training_end_to_end_trains_only_the_head(tiny_lm, tmp_path, spy)
         linear_training.main(linear_training.parse_args(argv(tiny_lm, root, "--epochs", "3")))
 
 
-def test_linear_probe_on_cached_features_equals_the_forward_pass_run(tiny_lm, tmp_path):
+def test_linear_probe_on_cached_features_equals_the_forward_pass_run(tiny_lm, tmp_path, argv, sentiment_csv):
     """--features_dir (cache.py --save_features, float32) trains the same head as running the model."""
     dirs = {}
     for split in ("train", "test"):
         dirs[split] = Path(cache.main(cache.parse_args(
-            ["--model", str(tiny_lm), "--dataset", str(SENTIMENT), "--split", split, "--max_length", "32",
+            ["--model", str(tiny_lm), "--dataset", str(sentiment_csv), "--split", split, "--max_length", "32",
              "--output_dir", str(tmp_path / "cache"), "--save_features", "--features_dtype", "float32",
              "--device", "cpu"])))
     run = ("--epochs", "3", "--lr", "1e-2", "--head_dropout", "0", "--batch_size", "64")
@@ -226,7 +120,7 @@ def test_linear_probe_on_cached_features_equals_the_forward_pass_run(tiny_lm, tm
             argv(tiny_lm, tmp_path / "t", "--features_dir", str(dirs["train"]))))
 
 
-def test_gradient_accumulation_gives_the_same_step(tiny_lm, tmp_path):
+def test_gradient_accumulation_gives_the_same_step(tiny_lm, tmp_path, argv):
     common = ("--max_steps", "3", "--head_dropout", "0", "--lr", "1e-2")
     a = linear_training.main(linear_training.parse_args(argv(tiny_lm, tmp_path / "a", *common)))
     b = linear_training.main(linear_training.parse_args(
@@ -236,10 +130,10 @@ def test_gradient_accumulation_gives_the_same_step(tiny_lm, tmp_path):
     assert a["test_accuracy"] == b["test_accuracy"]
 
 
-def test_lora_changes_only_adapter_and_head_and_the_adapter_merges(tiny_lm, tmp_path, spy):
+def test_lora_changes_only_adapter_and_head_and_the_adapter_merges(tiny_lm, tmp_path, spy, argv, topics_jsonl):
     res = lora_finetuning.main(lora_finetuning.parse_args(argv(
         tiny_lm, tmp_path / "lora", "--max_steps", "4", "--lr", "1e-2", "--lora_start_block", "1", "--dataset",
-        str(TOPICS))))
+        str(topics_jsonl))))
     out = Path(res["output_dir"])
     assert res["num_classes"] == 3 and res["steps"] == 4 and res["model_info"]["lora"]["r"] == 32
     diff = changed(spy)
@@ -258,7 +152,7 @@ def test_lora_changes_only_adapter_and_head_and_the_adapter_merges(tiny_lm, tmp_
     assert info["lora_ckpt"] == str(out / "adapter")
 
 
-def test_from_scratch_trains_every_weight_from_a_random_init(tiny_lm, tmp_path, spy):
+def test_from_scratch_trains_every_weight_from_a_random_init(tiny_lm, tmp_path, spy, argv):
     res = from_scratch.main(from_scratch.parse_args(argv(tiny_lm, tmp_path / "scratch", "--max_steps", "3", "--lr",
                                                          "1e-2", "--optimizer", "adamw")))
     out = Path(res["output_dir"])
@@ -271,7 +165,7 @@ def test_from_scratch_trains_every_weight_from_a_random_init(tiny_lm, tmp_path, 
     assert (out / "model" / "config.json").is_file()
 
 
-def test_resumed_run_ends_with_the_same_weights(tiny_lm, tmp_path):
+def test_resumed_run_ends_with_the_same_weights(tiny_lm, tmp_path, argv):
     common = ("--max_steps", "6", "--lr", "1e-2", "--eval_steps", "2")
     straight = lora_finetuning.main(lora_finetuning.parse_args(argv(tiny_lm, tmp_path / "a", *common)))
     part = lora_finetuning.main(lora_finetuning.parse_args(
@@ -300,7 +194,7 @@ def test_resumed_run_ends_with_the_same_weights(tiny_lm, tmp_path):
     assert steps == steps_a  # the resumed log holds each entry once
 
 
-def test_bad_inputs_give_clear_errors(tiny_lm, tmp_path):
+def test_bad_inputs_give_clear_errors(tiny_lm, tmp_path, argv):
     with pytest.raises(KeyError, match="unknown dataset"):
         linear_training.main(linear_training.parse_args(
             argv(tiny_lm, tmp_path / "x", dataset="no-such-dataset")))
@@ -316,9 +210,9 @@ def test_bad_inputs_give_clear_errors(tiny_lm, tmp_path):
             argv(tiny_lm, tmp_path / "w", "--max_steps", "2", "--resume_from_checkpoint", "latest")))
 
 
-def test_ntps_lora_end_to_end(tiny_lm, tmp_path):
+def test_ntps_lora_end_to_end(tiny_lm, tmp_path, sentiment_csv):
     pytest.importorskip("cache")
-    args = ntps_lora.parse_args(["--model", str(tiny_lm), "--dataset", str(SENTIMENT), "--output_dir",
+    args = ntps_lora.parse_args(["--model", str(tiny_lm), "--dataset", str(sentiment_csv), "--output_dir",
                                  str(tmp_path), "--device", "cpu", "--batch_size", "4", "--max_length", "32",
                                  "--linear_max_steps", "3", "--lora_max_steps", "3",
                                  "--lora_args", "--lr 1e-2 --eval_steps 0", "--fractions", "0.25,0.5"])

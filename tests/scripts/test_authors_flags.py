@@ -15,12 +15,6 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 pytest.importorskip("sklearn")
 
-from test_alignment_vis import WORDS, model_dir  # noqa: E402, F401  (model_dir: a fixture)
-from test_alignment_vis import make_artifact as make_vis_artifact  # noqa: E402
-from test_ksweep import make_artifact  # noqa: E402
-from test_probes import toy, write_features  # noqa: E402
-from test_training import SENTIMENT, tiny_lm  # noqa: E402, F401  (tiny_lm: a fixture)
-
 import alignment_vis  # noqa: E402
 import cache  # noqa: E402
 import from_scratch  # noqa: E402
@@ -55,13 +49,13 @@ def notices(caplog) -> str:
     return "\n".join(r.getMessage() for r in caplog.records if r.name == "ntps.cli")
 
 
-def test_cache_authors_command_line(tiny_lm, tmp_path, caplog):  # noqa: F811
+def test_cache_authors_command_line(tiny_lm, tmp_path, caplog, sentiment_csv):
     caplog.set_level(logging.INFO)  # as ntps.cli.run sets it
-    argv = ["--model_name", str(tiny_lm), "--dataset_name", str(SENTIMENT), "--batch_size", "4", "--split", "train",
+    argv = ["--model_name", str(tiny_lm), "--dataset_name", str(sentiment_csv), "--batch_size", "4", "--split", "train",
             "--dtype", "float32", "--save_dir", str(tmp_path / "cache"), "--num_workers", "4",
             "--log_dir", str(tmp_path / "logs"), "--device", "cpu", "--max_length", "32"]
     args = cache.parse_args(argv)
-    assert (args.model, args.dataset, args.output_dir) == (str(tiny_lm), str(SENTIMENT), str(tmp_path / "cache"))
+    assert (args.model, args.dataset, args.output_dir) == (str(tiny_lm), str(sentiment_csv), str(tmp_path / "cache"))
     assert (args.batch_size, args.split, args.dtype) == (4, "train", "float32")
     assert not hasattr(args, "num_workers") and not hasattr(args, "_authors_used")
     text = notices(caplog)
@@ -74,7 +68,7 @@ def test_cache_authors_command_line(tiny_lm, tmp_path, caplog):  # noqa: F811
     assert "28 texts" in (tmp_path / "logs" / "cache.log").read_text()  # --log_dir: the log, as a file
 
 
-def test_k_sweep_authors_command_line(tmp_path, caplog):
+def test_k_sweep_authors_command_line(tmp_path, caplog, make_artifact):
     make_artifact(run_dir(tmp_path / "cache", "toy", "toy", "train"))
     argv = ["--model_name", "toy", "--dataset_name", "toy", "--data_path", str(tmp_path / "cache"), "--save_path",
             str(tmp_path / "NTPS"), "--fraction_k", "0.25", "0.5", "--sparse_k", "0"]
@@ -94,24 +88,26 @@ def test_k_sweep_authors_command_line(tmp_path, caplog):
     assert ours["settings"]["atol"] == 1e-8
 
 
-def test_alignment_vis_authors_command_line(tmp_path, model_dir, monkeypatch, caplog):  # noqa: F811
+def test_alignment_vis_authors_command_line(tmp_path, bos_model_dir, monkeypatch, caplog, make_vis_artifact,
+                                           vis_words):
     from fig_plot import fig1
 
     monkeypatch.chdir(tmp_path)  # the authors' command names no root: ours is ./outputs
-    stats_dir = make_vis_artifact(run_dir(Path(cli.DEFAULT_OUTPUT_DIR), str(model_dir), "toy", "train"), model_dir)
+    stats_dir = make_vis_artifact(run_dir(Path(cli.DEFAULT_OUTPUT_DIR), str(bos_model_dir), "toy", "train"),
+                                  bos_model_dir)
     monkeypatch.setattr(fig1, "main", lambda args: {})  # the figure is tested in test_alignment_vis
-    args = alignment_vis.parse_args(["--model_name", str(model_dir), "--dataset_name", "toy", "--i_layer", "1",
-                                     "--words", WORDS])
-    assert (args.model, args.dataset, args.layer) == (str(model_dir), "toy", 1)
+    args = alignment_vis.parse_args(["--model_name", str(bos_model_dir), "--dataset_name", "toy", "--i_layer", "1",
+                                     "--words", vis_words])
+    assert (args.model, args.dataset, args.layer) == (str(bos_model_dir), "toy", 1)
     assert "BOS" in notices(caplog)
     rec = alignment_vis.main(args)
     assert rec["meta"]["layer"] == 1 and rec["meta"]["stats_dir"] == str(stats_dir)
     assert (stats_dir / "alignment_vis" / "layer1" / "projections.json").is_file()
 
 
-def test_linear_sklearn_authors_command_line(tmp_path, monkeypatch):
+def test_linear_sklearn_authors_command_line(tmp_path, monkeypatch, toy_features, write_features):
     monkeypatch.chdir(tmp_path)
-    X, y = toy(N=60, d=6, C=2)
+    X, y = toy_features(N=60, d=6, C=2)
     train = run_dir(Path(cli.DEFAULT_OUTPUT_DIR), "toy", "toy", "train")
     write_features(train, X[None], y, 2)
     args = linear_sklearn.parse_args(["--model_name", "toy", "--dataset_name", "toy"])
@@ -120,17 +116,17 @@ def test_linear_sklearn_authors_command_line(tmp_path, monkeypatch):
     assert res["features_dir"] == str(train) and (train / "probes_sklearn.csv").is_file()
 
 
-def test_linear_training_authors_command_line(tiny_lm, tmp_path, monkeypatch, caplog):  # noqa: F811
+def test_linear_training_authors_command_line(tiny_lm, tmp_path, monkeypatch, caplog, sentiment_csv):
     caplog.set_level(logging.INFO)  # as ntps.cli.run sets it
     monkeypatch.chdir(tmp_path)
-    argv = ["--model_name", str(tiny_lm), "--dataset_name", str(SENTIMENT), "--batch_size", "4",
+    argv = ["--model_name", str(tiny_lm), "--dataset_name", str(sentiment_csv), "--batch_size", "4",
             "--learning_rate", "1e-2", "--n_epochs", "1", "--token_selection", "mean_token", "--eval_steps", "0",
             "--logging_steps", "1", "--result_path", "results", "--log_dir", "logs", "--wandb_project", "p",
             "--wandb_entity", "e", "--num_workers", "2", "--lora_rank", "8", "--start_layer", "0",
             "--device", "cpu", "--max_length", "32"]
     cfg = TrainConfig.from_args(linear_training.parse_args(argv), "linear")
     assert (cfg.model, cfg.dataset, cfg.batch_size, cfg.lr, cfg.epochs, cfg.pooling) == \
-        (str(tiny_lm), str(SENTIMENT), 4, 1e-2, 1.0, "mean")
+        (str(tiny_lm), str(sentiment_csv), 4, 1e-2, 1.0, "mean")
     assert (cfg.eval_steps, cfg.logging_steps, cfg.result_path, cfg.log_dir) == (0, 1, "results", "logs")
     assert (cfg.wandb_project, cfg.wandb_entity, cfg.report_to) == ("p", "e", "none")
     text = notices(caplog)
@@ -145,8 +141,8 @@ def test_linear_training_authors_command_line(tiny_lm, tmp_path, monkeypatch, ca
     assert "linear done" in Path("logs/linear_training.log").read_text()
 
 
-def test_lora_authors_command_line(tiny_lm, tmp_path):  # noqa: F811
-    argv = ["--model_name", str(tiny_lm), "--dataset_name", str(SENTIMENT), "--batch_size", "4", "--lora_rank", "4",
+def test_lora_authors_command_line(tiny_lm, tmp_path, sentiment_csv):
+    argv = ["--model_name", str(tiny_lm), "--dataset_name", str(sentiment_csv), "--batch_size", "4", "--lora_rank", "4",
             "--n_steps", "2", "--learning_rate", "1e-2", "--start_layer", "1", "--token_selection", "last",
             "--eval_steps", "1", "--logging_steps", "1", "--result_path", str(tmp_path / "r.json"),
             "--output_dir", str(tmp_path), "--device", "cpu", "--max_length", "32"]
@@ -160,9 +156,9 @@ def test_lora_authors_command_line(tiny_lm, tmp_path):  # noqa: F811
         lora_finetuning.parse_args([*argv, "--token_selection", "max"])
 
 
-def test_from_scratch_authors_command_line(tiny_lm, tmp_path):  # noqa: F811
-    args = from_scratch.parse_args(["--model_name", str(tiny_lm), "--dataset_name", str(SENTIMENT), "--n_steps", "2",
-                                    "--batch_size", "4", "--learning_rate", "1e-3", "--num_workers", "0",
+def test_from_scratch_authors_command_line(tiny_lm, tmp_path, sentiment_csv):
+    args = from_scratch.parse_args(["--model_name", str(tiny_lm), "--dataset_name", str(sentiment_csv), "--n_steps",
+                                    "2", "--batch_size", "4", "--learning_rate", "1e-3", "--num_workers", "0",
                                     "--output_dir", str(tmp_path), "--device", "cpu", "--max_length", "32"])
     assert (args.max_steps, args.lr) == (2, 1e-3)
     res = from_scratch.main(args)
@@ -180,7 +176,7 @@ def test_help_shows_our_names_and_lists_the_authors_in_one_line(script, capsys):
     assert "--output_root" not in options + authors
 
 
-def test_run_turns_user_errors_into_one_line_and_exit_status_2(tmp_path, capsys):
+def test_run_turns_user_errors_into_one_line_and_exit_status_2(tmp_path, capsys, make_artifact):
     with pytest.raises(SystemExit) as e:
         cli.run(K_sweep.main, K_sweep.parse_args, "K_sweep.py", ["--stats_dir", str(tmp_path / "nope")])
     err = capsys.readouterr().err.strip().splitlines()

@@ -9,40 +9,16 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from test_ksweep import make_artifact as make_artifact_without_sum_x
 
 import analyze
 import collect
 import K_sweep
 import scores
-from ntps.artifacts import LayerSums, Stats, load_stats, save_stats
+from ntps.artifacts import load_stats
 from ntps.baselines import all_baselines
 from ntps.cli import run
 from ntps.io import OutputExistsError
 from ntps.score import DEFAULT_FRACTIONS, ntps_sweep, solve_layer, whitened_sweep
-
-
-def make_artifact(path, n_layers=2, d=10, C=3, N=120, T=5, seed=0, model="toy", dataset="toy"):
-    """Consistent sums of SPEC §1 (XY rows sum to sum_x, counts from the labels) from random states."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, C, N)
-    y[:C] = np.arange(C)
-    Y = np.eye(C)[y]
-    t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
-    layers = {}
-    for layer in range(n_layers):
-        H = rng.standard_normal((N, T, d)) @ rng.standard_normal((d, d)) * 0.3 + rng.standard_normal(d)
-        H[:, :, 0] += 0.5 * y[:, None]  # some label signal
-        X, S = H.mean(1), H.cumsum(1)
-        C0 = np.einsum("ntd,nte->de", S[:, :-1], S[:, :-1])
-        C1 = np.einsum("ntd,nte->de", S[:, :-1], H[:, 1:])
-        layers[layer] = LayerSums(t(X.T @ X), t(X.T @ Y), t(C0), t(C1), t(X.sum(0)))
-    stats = Stats(layers=layers, class_counts=torch.tensor(np.bincount(y, minlength=C)), n_texts=N,
-                  n_tokens=T * N, n_pairs=(T - 1) * N)
-    meta = {"model": model, "dataset": dataset, "split": "train", "dtype": "float64", "max_length": None,
-            "max_samples": None, "seed": seed}
-    save_stats(path, stats, meta)
 
 
 def run_scores(argv):
@@ -65,8 +41,8 @@ def run_ksweep(stats_dir, *argv):
     return K_sweep.main(K_sweep.parse_args(["--stats_dir", str(stats_dir), "--device", "cpu", *argv]))
 
 
-def test_scores_match_direct_calls_and_rerun_rules(tmp_path, capsys, caplog):
-    make_artifact(tmp_path)
+def test_scores_match_direct_calls_and_rerun_rules(tmp_path, capsys, caplog, make_consistent_artifact):
+    make_consistent_artifact(tmp_path)
     res = run_scores(["--stats_dir", str(tmp_path), "--ridge_alpha", "2"])
     rows = list(csv.DictReader(open(tmp_path / "scores.csv")))
     assert list(rows[0]) == scores.COLUMNS and len(rows) == 2
@@ -89,16 +65,16 @@ def test_scores_match_direct_calls_and_rerun_rules(tmp_path, capsys, caplog):
     last = run_scores(["--stats_dir", str(tmp_path), "--layers", "-1", "--overwrite"])
     assert [r["layer"] for r in last["rows"]] == [1]
     # --output_dir is the output root, as in every script: {root}/{model}/{dataset}/{split}
-    make_artifact(tmp_path / "root" / "org__m" / "d" / "test")
+    make_consistent_artifact(tmp_path / "root" / "org__m" / "d" / "test")
     by_root = run_scores(["--output_dir", str(tmp_path / "root"), "--model", "org/m", "--dataset", "d",
                           "--split", "test"])
     assert by_root["stats_dir"] == str(tmp_path / "root" / "org__m" / "d" / "test")
 
 
-def test_ntps_scores_of_the_long_table_match_direct_calls(tmp_path):
+def test_ntps_scores_of_the_long_table_match_direct_calls(tmp_path, make_consistent_artifact):
     """The NTPS columns scores.py used to write now come from K_sweep.py's outputs, read by collect.py."""
     tr = tmp_path / "toy" / "toy" / "train"
-    make_artifact(tr)
+    make_consistent_artifact(tr)
     run_ksweep(tr)
     run_ksweep(tr, "--variant", "whitened")
     run_scores(["--stats_dir", str(tr)])
@@ -137,10 +113,10 @@ def test_ntps_scores_of_the_long_table_match_direct_calls(tmp_path):
         ntps_sweep(solve_layer(sums.XX, sums.XY, sums.C0, sums.C1), fractions=[0.0, 2.0])
 
 
-def test_scores_errors_and_inconsistent_baseline_inputs(tmp_path, caplog):
+def test_scores_errors_and_inconsistent_baseline_inputs(tmp_path, caplog, make_artifact):
     with pytest.raises(SystemExit, match="scores.py: .*cache.py"):
         at_the_boundary(scores.main, scores.parse_args, ["--stats_dir", str(tmp_path / "nope")], "scores.py")
-    make_artifact_without_sum_x(tmp_path / "a", n_layers=1, d=8, N=60)  # sum_x = 0: baselines refuse
+    make_artifact(tmp_path / "a", n_layers=1, d=8, N=60)  # sum_x = 0: baselines refuse
     res = run_scores(["--stats_dir", str(tmp_path / "a")])
     assert res["rows"][0]["logme"] is None and res["rows"][0]["d"] == 8  # the layer's row is still written
     assert "baselines not computed" in res["warnings"][0]
@@ -226,11 +202,11 @@ def test_every_score_ranked_planted_score_wins_and_missing_pieces_are_skipped(tm
     assert json.loads((runs / "analysis" / "analysis.json").read_text())["messages"]
 
 
-def test_scores_then_analyze_with_too_few_datasets(tmp_path, caplog):
+def test_scores_then_analyze_with_too_few_datasets(tmp_path, caplog, make_consistent_artifact):
     runs = tmp_path / "runs"
     for j, acc in enumerate((0.6, 0.7, 0.8)):
         tr = runs / "m" / f"ds{j}" / "train"
-        make_artifact(tr, d=6, N=40, seed=j, dataset=f"ds{j}")
+        make_consistent_artifact(tr, d=6, N=40, seed=j, dataset=f"ds{j}")
         run_scores(["--stats_dir", str(tr)])
         run_ksweep(tr)
         run_ksweep(tr, "--variant", "whitened")
@@ -241,7 +217,7 @@ def test_scores_then_analyze_with_too_few_datasets(tmp_path, caplog):
     assert set(table["score"]) == {"logme", "h_score", "-ls_mse", "-ridge_mse", "ntps_raw_descending_best",
                                    "ntps_raw_descending_margin_best", "ntps_raw_descending",
                                    "ntps_raw_descending_minus_chance", "ntps_whitened_descending",
-                                   "-ntps_whitened_descending_excess"}
+                                   "-ntps_whitened_descending_excess", "effective_rank", "label_rank"}
     assert table["n_datasets"].eq(3).all() and table["lodo_r"].isna().all()
     assert table["note"].str.contains("meaningless").all()
     collect.main(collect.parse_args(["--output_dir", str(tmp_path)]))  # no runs: an empty table

@@ -25,7 +25,7 @@ from ntps.data import DatasetUnavailableError, LabelledSplit, load_split
 from ntps.data.__main__ import main as data_main
 from ntps.io import ntps_home
 
-FIX = Path(__file__).resolve().parent / "fixtures"
+FIX = Path(__file__).resolve().parents[1] / "fixtures"
 CSV = FIX / "tiny_sentiment.csv"  # 40 rows, labels "positive"/"negative"
 JSONL = FIX / "tiny_topics.jsonl"  # 40 rows, integer labels 0, 1, 2
 _REAL_HOME = os.environ.get("NTPS_HOME")  # before the autouse fixture isolates each test
@@ -165,13 +165,11 @@ def test_unknown_name_suggestions():
     assert data_main(["show", "sst3"]) == 2  # the CLI prints the message instead of a traceback
 
 
-def test_registry_names_and_aliases():
-    fig_path = Path("/work/shared/paper_data/fig2_1.json")  # the authors' figure data, if present
-    fig = json.loads(fig_path.read_text()) if fig_path.exists() else None
+def test_registry_names_and_aliases(paper_data):
+    fig = json.loads((paper_data / "fig2_1.json").read_text())  # the authors' figure data, shipped
     paper_keys = [e.paper_key for e in data.PAPER_DATASETS.values()]
     assert len(data.PAPER_DATASETS) == 12 and len(set(paper_keys)) == 12
-    if fig is not None:
-        assert set(next(iter(fig.values()))) == set(paper_keys)
+    assert set(next(iter(fig.values()))) == set(paper_keys)
     for k, e in data.PAPER_DATASETS.items():
         assert data.resolve(e.hub_id) == ("hub", k) and data.resolve(e.paper_key) == ("hub", k)
         assert e.revision is None
@@ -306,11 +304,11 @@ def test_hub_medical_split30_and_negative_labels(fake_hub):
 def test_hub_commonsense_and_intent(fake_hub):
     datasets, store, _ = fake_hub
     ch = {"label": list("ABCDE"), "text": list("vwxyz")}
-    mk = lambda keys: datasets.Dataset.from_dict({"id": [str(i) for i in range(len(keys))],  # noqa: E731
-                                                  "question": [f"q{i}" for i in range(len(keys))],
-                                                  "choices": [ch] * len(keys), "answerKey": keys})
+    mk = lambda keys, first=0: datasets.Dataset.from_dict({  # noqa: E731 - train questions distinct (dedupe)
+        "id": [str(i) for i in range(len(keys))], "question": [f"q{first + i}" for i in range(len(keys))],
+        "choices": [ch] * len(keys), "answerKey": keys})
     store["tau/commonsense_qa"] = datasets.DatasetDict(
-        {"train": mk(list("ABCDEABCDE")), "validation": mk(list("EDCBA")), "test": mk([""] * 3)})
+        {"train": mk(list("ABCDEABCDE"), 10), "validation": mk(list("EDCBA")), "test": mk([""] * 3)})
     te = load_split("commonsense_qa", "test")
     assert te.texts[0] == "q0 (0) v (1) w (2) x (3) y (4) z" and te.labels.tolist() == [4, 3, 2, 1, 0]
     assert "validation" in te.info["test_rule"] and te.num_classes == 5

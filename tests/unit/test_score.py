@@ -3,23 +3,10 @@
 import numpy as np
 import pytest
 import torch
-from naive import naive_ntps
 
 from ntps.linalg import generalized_eigh, whiten
 from ntps.score import DEFAULT_FRACTIONS, excess_loss_bound, ntps_sweep, solve_layer, validate_stats, whitened_sweep
-
-
-def random_stats(rng, d=24, N=400, C=3, T=6):
-    """Sums of SPEC §1 from explicit random hidden states of N texts of T tokens."""
-    H = rng.standard_normal((N, T, d)) @ rng.standard_normal((d, d)) * 0.3 + rng.standard_normal(d)
-    X = H.mean(1)
-    y = rng.integers(0, C, N)
-    y[:C] = np.arange(C)
-    Y = np.eye(C)[y]
-    S = H.cumsum(1)[:, :-1].reshape(-1, d)
-    C0 = S.T @ S
-    C1 = S.T @ H[:, 1:].reshape(-1, d)
-    return X.T @ X, X.T @ Y, C0, C1
+from tests.naive import naive_ntps
 
 
 def planted(d=20, label_axes=(0, 1), v_order=None):
@@ -67,7 +54,7 @@ def test_random_V_averages_chance_level():
     assert np.all(np.abs(scores.mean(0) - chance) < 4 * se + 1e-3)
 
 
-def test_descending_puts_label_directions_first_and_ascending_last():
+def test_descending_puts_label_directions_first_and_ascending_last(random_stats):
     rng = np.random.default_rng(2)
     XX, XY, C0, C1 = random_stats(rng)
     desc = generalized_eigh(XX, A_factor=XY)
@@ -84,8 +71,9 @@ def test_descending_puts_label_directions_first_and_ascending_last():
     assert torch.allclose(G, torch.eye(G.shape[0], dtype=G.dtype), atol=1e-9)
 
 
-@pytest.mark.parametrize("d,N", [(24, 400), (40, 30)])  # regular and singular Σ (N < d)
-def test_equals_naive_implementation_where_unique(d, N):
+@pytest.mark.parametrize("d,N", [(24, 400), (40, 30), (300, 200)])  # regular and singular Σ (N < d)
+# d = 300: Σ is singular; C0 admits a Cholesky factor but has an eigenvalue below tol, so both take eigh
+def test_equals_naive_implementation_where_unique(d, N, random_stats):
     rng = np.random.default_rng(d + N)
     stats = random_stats(rng, d=d, N=N, C=4)
     ours = ntps_sweep(solve_layer(*stats), fractions=DEFAULT_FRACTIONS)
@@ -97,7 +85,7 @@ def test_equals_naive_implementation_where_unique(d, N):
         assert ours["r_U"][0] == N and ours["r_U"][0] < d
 
 
-def test_cholesky_and_eigh_whitening_agree():
+def test_cholesky_and_eigh_whitening_agree(random_stats):
     rng = np.random.default_rng(3)
     XX, XY, C0, C1 = random_stats(rng)
     B = torch.from_numpy(C0)
@@ -115,7 +103,7 @@ def test_cholesky_and_eigh_whitening_agree():
     np.testing.assert_allclose(ntps_sweep(sol)["ntps"][m], ref[m], atol=1e-8)
 
 
-def test_invariant_to_scaling_by_N():
+def test_invariant_to_scaling_by_N(random_stats):
     rng = np.random.default_rng(4)
     stats = random_stats(rng)
     a = ntps_sweep(solve_layer(*stats))
@@ -128,11 +116,11 @@ def test_absolute_tolerance_reproduces_reference_threshold():
     XX, XY, C0, C1 = planted()
     XX = 0.01 * XX
     XX[19, 19] = 5e-9  # below the authors' absolute 1e-8, above the relative default (5e-7 relative)
-    assert solve_layer(XX, XY, C0, C1, atol=1e-8).U.rank == 19
+    assert solve_layer(XX, XY, C0, C1, atol=1e-8, n_texts=1).U.rank == 19  # sums already / N
     assert solve_layer(XX, XY, C0, C1).U.rank == 20
 
 
-def test_same_inputs_same_scores_including_degenerate_blocks():
+def test_same_inputs_same_scores_including_degenerate_blocks(random_stats):
     rng = np.random.default_rng(5)
     stats = random_stats(rng, d=20, N=15, C=2)  # singular Σ and a 13-dim null block
     for order in ("descending", "ascending"):
@@ -155,7 +143,7 @@ def test_null_block_is_ordered_by_variance():
     assert axes == [2, 0, 1, 3, 4]
 
 
-def test_whitened_bound_holds_on_random_instances():
+def test_whitened_bound_holds_on_random_instances(random_stats):
     rng = np.random.default_rng(6)
     for _ in range(5):
         XX, XY, C0, C1 = random_stats(rng, C=3)
@@ -219,13 +207,13 @@ def test_whitened_equals_raw_when_sigma_is_identity():
     (lambda s: (np.zeros_like(s[0]), *s[1:]), "all zeros"),
     (lambda s: (*s[:3], s[3][:-1]), "must have shape"),
 ])
-def test_bad_inputs_raise_value_errors_naming_the_problem(mutate, message):
+def test_bad_inputs_raise_value_errors_naming_the_problem(mutate, message, random_stats):
     stats = random_stats(np.random.default_rng(8), d=10, N=50)
     with pytest.raises(ValueError, match=message):
         validate_stats(*mutate(stats))
 
 
-def test_bad_options_raise():
+def test_bad_options_raise(random_stats):
     stats = random_stats(np.random.default_rng(9), d=10, N=50)
     with pytest.raises(ValueError, match="order"):
         solve_layer(*stats, order="up")
@@ -236,7 +224,7 @@ def test_bad_options_raise():
         ntps_sweep(sol, ks=[0])
 
 
-def test_rank_decision_ignores_feature_units_but_atol_does_not():
+def test_rank_decision_ignores_feature_units_but_atol_does_not(random_stats):
     # a "massive activation": one feature 1e5 times larger than the others (variance 1e10 times)
     rng = np.random.default_rng(10)
     XX, XY, C0, C1 = random_stats(rng, d=30, N=400)
@@ -250,3 +238,75 @@ def test_rank_decision_ignores_feature_units_but_atol_does_not():
     # the subspaces map exactly: U_scaled = D⁻¹ U, so the label directions' Σ-geometry is unchanged
     ref = solve_layer(XX, XY, C0, C1)
     np.testing.assert_allclose(sol.U.values.numpy(), ref.U.values.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", ["decaying", "flat", "one_small"])
+def test_cholesky_path_rank_equals_eigh_rank_near_the_tolerance(shape):
+    """The Cholesky path is taken only when eigh would drop nothing (rank decisions unchanged); the deflated
+    Cholesky path, which drops what eigh drops, must keep the same rank too."""
+    d = 120
+    Q, _ = np.linalg.qr(np.random.default_rng(12).standard_normal((d, d)))
+    taken = []
+    for ratio in [1e-9, 5e-8, 0.9e-7, 1.1e-7, 3e-7, 1e-6, 1e-2]:
+        ev = {"decaying": np.logspace(0, np.log10(ratio), d), "flat": np.r_[np.ones(d - 1), ratio],
+              "one_small": np.r_[1.0, np.full(d - 4, 0.5), np.full(3, ratio)]}[shape]
+        B = torch.from_numpy((Q * ev) @ Q.T)
+        chol, eig = whiten(B, method="cholesky"), whiten(B, method="eigh")
+        assert chol.rank == eig.rank
+        taken.append(chol.method == "cholesky")
+        if chol.method == "cholesky":
+            np.testing.assert_allclose((chol.W.T @ B @ chol.W).numpy(), np.eye(d), atol=1e-6)
+    assert not taken[0] and taken[-1]  # rank-deficient: eigh; well conditioned: Cholesky
+
+
+@pytest.mark.parametrize("order", ["descending", "ascending"])
+def test_complement_sweep_equals_the_projection_on_the_first_columns(order, random_stats):
+    """On the Cholesky path large k_V are scored through the complement span(L Y_{>k}) of span(V_k)."""
+    sol = solve_layer(*random_stats(np.random.default_rng(13), d=260, N=1500, C=3), order=order)
+    assert sol.V.whitener.method == "cholesky"
+    res = ntps_sweep(sol, fractions=[0.05, 0.3, 0.5, 0.7, 0.95, 1.0])
+    V, U = sol.V.vectors.numpy(), sol.U.vectors.numpy()
+    assert res["k_V"][-1] == 260 and res["ntps"][-1] == pytest.approx(1.0, abs=1e-12)
+    for kV, kU, got in zip(res["k_V"], res["k_U"], res["ntps"]):
+        Q, Uk = np.linalg.qr(V[:, :kV])[0], U[:, :kU]
+        assert got == pytest.approx(np.linalg.norm(Q.T @ Uk) ** 2 / np.linalg.norm(Uk) ** 2, abs=1e-10)
+
+
+def near_singular(B, small):
+    """B with the smallest eigenvalues of its Jacobi-scaled form replaced by ``small`` (× the largest)."""
+    s = 1 / np.sqrt(np.diag(B))
+    b, Q = np.linalg.eigh(s[:, None] * B * s[None, :])
+    b[: len(small)] = np.asarray(small) * b[-1]
+    return (Q * b) @ Q.T / s[:, None] / s[None, :]
+
+
+@pytest.mark.parametrize("small", [[1e-9], [3e-10, 2e-8], [1e-9, 1e-9, 5e-8]])
+def test_deflated_cholesky_whitening_keeps_the_eigh_range(small):
+    """A few eigenvalues of Bs below tol: the Cholesky path projects them out instead of taking eigh."""
+    d = 260
+    Q, _ = np.linalg.qr(np.random.default_rng(14).standard_normal((d, d)))
+    B = torch.from_numpy(near_singular((Q * np.logspace(0, -3, d)) @ Q.T, small))
+    defl, eig = whiten(B, method="cholesky"), whiten(B, method="eigh")
+    assert defl.method == "deflated" and defl.rank == eig.rank == d - len(small)
+    np.testing.assert_allclose((defl.W.T @ B @ defl.W).numpy(), np.eye(defl.rank), atol=1e-8)
+    P = [np.linalg.qr(wh.W.numpy())[0] for wh in (defl, eig)]  # orthonormal bases of the two ranges
+    assert np.linalg.norm(P[0] @ P[0].T - P[1] @ P[1].T, 2) < 1e-8
+
+
+@pytest.mark.parametrize("order", ["descending", "ascending"])
+def test_deflated_c0_equals_naive_and_its_complement_sweep(order, random_stats):
+    XX, XY, C0, C1 = random_stats(np.random.default_rng(15), d=280, N=1500, C=3)
+    C0 = near_singular(C0, [1e-9, 3e-8])
+    sol = solve_layer(XX, XY, C0, C1, order=order)
+    assert sol.V.whitener.method == "deflated" and sol.V.rank == 278
+    fr = [0.05, 0.3, 0.5, 0.7, 0.95, 1.0]
+    res = ntps_sweep(sol, fractions=fr)
+    if order == "descending":
+        ref = naive_ntps(XX, XY, C0, C1, fr)
+        m = res["unique"]
+        assert m.sum() >= 5
+        np.testing.assert_allclose(res["ntps"][m], ref[m], rtol=0, atol=1e-8)
+    V, U = sol.V.vectors.numpy(), sol.U.vectors.numpy()
+    for kV, kU, got in zip(res["k_V"], res["k_U"], res["ntps"]):
+        Qv, Uk = np.linalg.qr(V[:, :kV])[0], U[:, :kU]
+        assert got == pytest.approx(np.linalg.norm(Qv.T @ Uk) ** 2 / np.linalg.norm(Uk) ** 2, abs=1e-10)

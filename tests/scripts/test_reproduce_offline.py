@@ -15,12 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import analyze  # noqa: E402
-from ntps.cli import run  # noqa: E402
-from runs import report  # noqa: E402
-from runs import reproduce_offline as ro  # noqa: E402
+import analyze
+from ntps.cli import run
+from runs import report
+from runs import reproduce_offline as ro
 
 
 def test_plan_covers_every_model_and_dataset_with_the_caps():

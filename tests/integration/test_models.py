@@ -17,89 +17,11 @@ import torch
 
 pytest.importorskip("transformers")
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
-from transformers import (  # noqa: E402
-    GPT2Config,
-    GPT2LMHeadModel,
-    LlamaConfig,
-    LlamaForCausalLM,
-    LlamaModel,
-    Phi3Config,
-    Phi3ForCausalLM,
-    PreTrainedTokenizerFast,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-)
+from transformers import LlamaForCausalLM, LlamaModel  # noqa: E402
 
 import ntps.models as nm  # noqa: E402
 from ntps import gguf, hub  # noqa: E402
 from ntps.fetch import FetchError  # noqa: E402
-
-WORDS = "the a cat dog sat ran on mat big small happy sad is was and".split()
-SPECIALS = ["<unk>", "<s>", "</s>"]
-VOCAB = {w: i for i, w in enumerate(SPECIALS + WORDS)}
-N_VOCAB = len(VOCAB)
-
-
-def make_tokenizer(eos=True, unk=True):
-    vocab = dict(VOCAB)
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    kwargs = {"bos_token": "<s>"}
-    if eos:
-        kwargs["eos_token"] = "</s>"
-    if unk:
-        kwargs["unk_token"] = "<unk>"
-    return PreTrainedTokenizerFast(tokenizer_object=tok, **kwargs)
-
-
-def make_bpe_tokenizer():
-    """A byte-level BPE with ``<|endoftext|>`` as eos, like Qwen's (transformers 5 re-creates any
-    tokenizer saved beside a ``qwen2`` config as ``Qwen2Tokenizer``, which must reproduce it)."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator([" ".join(WORDS), "the cat sat on the mat", "a dog ran"] * 3, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
-
-
-def tiny_config(kind, vocab_size=N_VOCAB):
-    common = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                  num_attention_heads=4, max_position_embeddings=64)
-    if kind == "llama":
-        return LlamaConfig(num_key_value_heads=2, bos_token_id=1, eos_token_id=2, **common)
-    if kind == "qwen2":
-        return Qwen2Config(num_key_value_heads=2, bos_token_id=1, eos_token_id=2, **common)
-    if kind == "phi3":
-        return Phi3Config(num_key_value_heads=4, pad_token_id=0, bos_token_id=1, eos_token_id=2, **common)
-    if kind == "gpt2":
-        return GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=64)
-    raise ValueError(kind)
-
-
-_CLASSES = {"llama": LlamaForCausalLM, "qwen2": Qwen2ForCausalLM, "phi3": Phi3ForCausalLM,
-            "gpt2": GPT2LMHeadModel}
-
-
-def tiny_model(kind, seed=0, vocab_size=N_VOCAB):
-    torch.manual_seed(seed)
-    return _CLASSES[kind](tiny_config(kind, vocab_size)).eval()
-
-
-@pytest.fixture(scope="module")
-def model_dirs(tmp_path_factory):
-    """Saved tiny models: Llama with a WordLevel tokenizer (eos/unk, no pad token), Qwen2 with a
-    byte-level BPE (``<|endoftext|>``)."""
-    root = tmp_path_factory.mktemp("tiny_models")
-    out = {}
-    for kind, tok in (("llama", make_tokenizer()), ("qwen2", make_bpe_tokenizer())):
-        path = root / kind
-        tiny_model(kind, vocab_size=len(tok)).save_pretrained(path)
-        tok.save_pretrained(path)
-        out[kind] = path
-    return out
 
 
 @pytest.fixture
@@ -155,7 +77,7 @@ def test_cuda_requested_without_cuda(model_dirs):
 
 
 @pytest.mark.parametrize("eos,unk,expected", [(False, True, "unk"), (False, False, "added")])
-def test_pad_fallback(model_dirs, tmp_path, eos, unk, expected):
+def test_pad_fallback(model_dirs, tmp_path, eos, unk, expected, make_tokenizer):
     tok_dir = tmp_path / "tok"
     make_tokenizer(eos=eos, unk=unk).save_pretrained(tok_dir)  # tokenizer-only folder
     model, tok, info = nm.load_model_and_tokenizer(str(model_dirs["llama"]), tokenizer_name=str(tok_dir))
@@ -173,7 +95,7 @@ def test_pad_fallback(model_dirs, tmp_path, eos, unk, expected):
 
 
 @pytest.mark.parametrize("kind", ["llama", "qwen2", "gpt2", "phi3"])
-def test_model_dims_matches_forward(kind):
+def test_model_dims_matches_forward(kind, tiny_model):
     model = tiny_model(kind)
     with torch.no_grad():
         out = model(torch.tensor([[3, 4, 5, 6]]), output_hidden_states=True)
@@ -200,7 +122,7 @@ def test_model_dims_nested_and_openelm_configs():
 @pytest.mark.parametrize("kind,expected", [("llama", ["q_proj", "k_proj", "v_proj"]),
                                            ("qwen2", ["q_proj", "k_proj", "v_proj"]),
                                            ("gpt2", ["c_attn"]), ("phi3", ["qkv_proj"])])
-def test_lora_target_modules(kind, expected):
+def test_lora_target_modules(kind, expected, tiny_model):
     assert nm.lora_target_modules(tiny_model(kind)) == expected
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import warnings
 from pathlib import Path
 
@@ -13,13 +12,8 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from fig_plot import common, fig1, fig2, fig3, make_all  # noqa: E402
-from ntps import plotting  # noqa: E402
-
-DATA = ROOT / "fig_plot" / "data"
+from fig_plot import common, fig1, fig2, fig3, make_all
+from ntps import plotting
 
 # SPEC §4, typed in: Spearman r printed in the paper (Fig. 2 ACC, Fig. 2 MSE, Fig. 3 LoRA gain).
 SPEC_R = {
@@ -35,9 +29,9 @@ SPEC_R = {
 FAST = ["--dpi", "40"]
 
 
-def _raw_r(model: str) -> tuple[float, float, float]:
+def _raw_r(data: Path, model: str) -> tuple[float, float, float]:
     """The three r straight from the JSON with scipy: acc; ranks of MSE reversed; ranks of gain reversed."""
-    f21, f22, f3 = (json.loads((DATA / f).read_text()) for f in ("fig2_1.json", "fig2_2.json", "fig3.json"))
+    f21, f22, f3 = (json.loads((data / f).read_text()) for f in ("fig2_1.json", "fig2_2.json", "fig3.json"))
     acc = spearmanr([v["align_score"] for v in f21[model].values()],
                     [v["metric_data"] for v in f21[model].values()])[0]
     mse = spearmanr([v["align_score"] for v in f22[model].values()],
@@ -48,20 +42,20 @@ def _raw_r(model: str) -> tuple[float, float, float]:
 
 
 @pytest.mark.parametrize("model", list(SPEC_R))
-def test_paper_r_recomputed_from_json_equals_spec(model):
-    assert [f"{r:.2f}" for r in _raw_r(model)] == [f"{r:.2f}" for r in SPEC_R[model]]
+def test_paper_r_recomputed_from_json_equals_spec(model, paper_data):
+    assert [f"{r:.2f}" for r in _raw_r(paper_data, model)] == [f"{r:.2f}" for r in SPEC_R[model]]
 
 
-def test_shipped_data_is_the_authors(tmp_path):
-    shared = ROOT.parent / "shared" / "paper_data"
+def test_shipped_data_is_the_authors(paper_data, repo_root):
+    shared = repo_root.parent / "shared" / "paper_data"
     names = ("fig1.json", "fig2_1.json", "fig2_2.json", "fig3.json")
     for name in names:
-        assert json.loads((DATA / name).read_text())  # parses
-    assert "Yu-Ang Cheng" in (DATA / "README.md").read_text()
+        assert json.loads((paper_data / name).read_text())  # parses
+    assert "Yu-Ang Cheng" in (paper_data / "README.md").read_text()
     if not shared.is_dir():
         pytest.skip(f"{shared} (the authors' release) is not here to compare the bytes with")
     for name in names:
-        assert (DATA / name).read_bytes() == (shared / name).read_bytes(), name
+        assert (paper_data / name).read_bytes() == (shared / name).read_bytes(), name
 
 
 def test_make_all_on_paper_data_renders_every_figure_quietly(tmp_path, capsys, caplog):
@@ -147,14 +141,14 @@ def test_fig2_and_fig3_from_our_csv(tmp_path, capsys):
     assert [p["r"] for p in chosen] == [p["r"] for p in pts3]
 
 
-def test_fig1_on_shipped_data_and_csv_input(tmp_path):
+def test_fig1_on_shipped_data_and_csv_input(tmp_path, paper_data):
     summary = fig1.main(fig1.parse_args(["--out_dir", str(tmp_path), *FAST]))
     assert summary["U"]["joy_vs_sad_train_acc"] == 1.0  # U separates Joy from Sad
     assert summary["V"]["joy_vs_sad_train_acc"] < 1.0   # V does not
     for f in ("fig1.pdf", "fig1.png", "fig1_boundaries.json"):
         assert (tmp_path / f).is_file()
     assert (tmp_path / "fig1.pdf").read_bytes()[:4] == b"%PDF"
-    data = json.loads((DATA / "fig1.json").read_text())
+    data = json.loads((paper_data / "fig1.json").read_text())
     rows = [{"space": s, "category": c, "word": w, "x": p[0][0], "y": p[0][1]}
             for s in data for c in data[s] for w, p in zip(fig1.WORDS[c], data[s][c])]
     pd.DataFrame(rows).to_csv(tmp_path / "proj.csv", index=False)

@@ -7,18 +7,16 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from ntps.accumulate import PRECISIONS
 
-ROOT = Path(__file__).resolve().parent.parent
 
-
-def test_gpu_cache_bench_smoke_writes_ratios_memory_and_phases(tmp_path):
+def test_gpu_cache_bench_smoke_writes_ratios_memory_and_phases(repo_root, tmp_path):
     out = tmp_path / "bench.jsonl"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NTPS_HOME": str(tmp_path / "empty_home")}  # synthetic texts
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_cache_bench.py"), "--smoke", "--out", str(out)],
-                          env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    script = repo_root / "bench" / "gpu_cache_bench.py"
+    proc = subprocess.run([sys.executable, str(script), "--smoke", "--out", str(out)], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = [json.loads(line) for line in out.read_text().splitlines()]
     measured = [r for r in records if r["step"] == "measure"]

@@ -9,15 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_models import make_tokenizer, tiny_model
 
 import cache
 from ntps.accumulate import PRECISIONS, NonFiniteHiddenStates, StatsAccumulator, _round_tf32
 from ntps.artifacts import load_stats
 from ntps.text import DEFAULT_CUDA_BATCH_TOKENS, batch_token_budget, length_sorted_shards
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURE = ROOT / "tests" / "fixtures" / "tiny_sentiment.csv"
 KEYS = ("XX", "XY", "C0", "C1", "sum_x")
 
 
@@ -53,21 +50,20 @@ def test_token_budget_default_is_off_on_the_cpu_only():
         batch_token_budget(-1, "cpu")
 
 
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    path, tok = tmp_path_factory.mktemp("fast_models"), make_tokenizer()
-    for part in (tiny_model("llama", vocab_size=len(tok)), tok):
-        part.save_pretrained(path)
-    return path
+@pytest.fixture
+def run_cache(model_dirs, sentiment_csv):
+    """``run_cache(out, *extra)``: cache.py with the tiny Llama on the 28 training texts, one shard."""
+
+    def run(out, *extra):
+        argv = ["--model", str(model_dirs["llama"]), "--dataset", str(sentiment_csv), "--output_dir", str(out),
+                "--max_samples", "0", "--batch_size", "4", "--shard_size", "1000", "--checkpoint_interval", "1e9",
+                *extra]
+        return cache.main(cache.parse_args(argv))
+
+    return run
 
 
-def run_cache(model_dir, out, *extra):
-    argv = ["--model", str(model_dir), "--dataset", str(FIXTURE), "--output_dir", str(out), "--max_samples", "0",
-            "--batch_size", "4", "--shard_size", "1000", "--checkpoint_interval", "1e9", *extra]
-    return cache.main(cache.parse_args(argv))
-
-
-def test_cache_with_a_token_budget_equals_fixed_batches(tiny_llama, tmp_path, monkeypatch):
+def test_cache_with_a_token_budget_equals_fixed_batches(run_cache, tmp_path, monkeypatch):
     shapes = []
     original = StatsAccumulator.add_batch
 
@@ -76,9 +72,9 @@ def test_cache_with_a_token_budget_equals_fixed_batches(tiny_llama, tmp_path, mo
         return original(self, hs, mask, *a, **k)
 
     monkeypatch.setattr(StatsAccumulator, "add_batch", spy)
-    fixed = load_stats(run_cache(tiny_llama, tmp_path / "fixed"))
+    fixed = load_stats(run_cache(tmp_path / "fixed"))
     n_fixed = len(shapes)
-    packed = load_stats(run_cache(tiny_llama, tmp_path / "packed", "--max_batch_tokens", "24"))
+    packed = load_stats(run_cache(tmp_path / "packed", "--max_batch_tokens", "24"))
     assert all(B * T <= 24 or B == 1 for B, T in shapes[n_fixed:]) and len(shapes) - n_fixed != n_fixed
     assert packed.meta["max_batch_tokens"] == 24 and fixed.meta["max_batch_tokens"] == 0
     assert (packed.n_texts, packed.n_tokens, packed.n_pairs) == (fixed.n_texts, fixed.n_tokens, fixed.n_pairs)
@@ -153,9 +149,9 @@ def test_nonfinite_states_are_reported_by_the_next_flush_where_checks_are_deferr
         acc.to_stats()
 
 
-def test_cache_loop_calls_no_item_cpu_or_tolist_per_batch(tiny_llama, tmp_path, monkeypatch):
+def test_cache_loop_calls_no_item_cpu_or_tolist_per_batch(run_cache, repo_root, tmp_path, monkeypatch):
     """Calls from cache.py, ntps/accumulate.py and ntps/text.py do not grow with the number of batches."""
-    ours = {ROOT / "cache.py", ROOT / "ntps" / "accumulate.py", ROOT / "ntps" / "text.py"}
+    ours = {repo_root / "cache.py", repo_root / "ntps" / "accumulate.py", repo_root / "ntps" / "text.py"}
     counts = []
     for name in ("item", "cpu", "tolist"):
         original = getattr(torch.Tensor, name)
@@ -167,7 +163,7 @@ def test_cache_loop_calls_no_item_cpu_or_tolist_per_batch(tiny_llama, tmp_path, 
         monkeypatch.setattr(torch.Tensor, name, counted)
     for n in (8, 28):  # 2 and 7 batches of 4 texts, one shard
         counts.append(0)
-        run_cache(tiny_llama, tmp_path / str(n), "--max_samples", str(n))
+        run_cache(tmp_path / str(n), "--max_samples", str(n))
     assert counts[0] == counts[1], counts
 
 

@@ -1,41 +1,23 @@
-"""K_sweep.py end to end on a synthetic statistics artifact."""
+"""K_sweep.py end to end on a synthetic statistics artifact (the ``make_artifact`` fixture)."""
 
 import csv
 import json
 import logging
 
-import numpy as np
 import pytest
 import torch
-from naive import naive_ntps
-from test_score import random_stats
 
 import K_sweep
-from ntps.artifacts import ArtifactError, LayerSums, Stats, load_stats, save_stats
+from ntps.artifacts import ArtifactError, load_stats
 from ntps.io import OutputExistsError
-
-
-def make_artifact(path, n_layers=3, d=16, C=3, N=300, seed=0):
-    rng = np.random.default_rng(seed)
-    layers, raw = {}, {}
-    for layer in range(n_layers):
-        XX, XY, C0, C1 = random_stats(rng, d=d, N=N, C=C)
-        raw[layer] = (XX, XY, C0, C1)
-        t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
-        layers[layer] = LayerSums(t(XX), t(XY), t(C0), t(C1), t(np.zeros(d)))
-    counts = torch.tensor([N // C] * (C - 1) + [N - (C - 1) * (N // C)])
-    stats = Stats(layers=layers, class_counts=counts, n_texts=N, n_tokens=6 * N, n_pairs=5 * N)
-    meta = {"model": "toy", "dataset": "toy", "split": "train", "dtype": "float64", "max_length": None,
-            "max_samples": None, "seed": 0}
-    save_stats(path, stats, meta)
-    return raw
+from tests.naive import naive_ntps
 
 
 def run(argv):
     return K_sweep.main(K_sweep.parse_args(argv))
 
 
-def test_writes_json_and_csv_matching_the_naive_formula(tmp_path, capsys):
+def test_writes_json_and_csv_matching_the_naive_formula(tmp_path, capsys, make_artifact):
     raw = make_artifact(tmp_path)
     res = run(["--stats_dir", str(tmp_path), "--fractions", "0.1,0.25,0.5,0.9"])
     rows = list(csv.DictReader(open(tmp_path / "ntps_raw_descending.csv")))
@@ -52,7 +34,7 @@ def test_writes_json_and_csv_matching_the_naive_formula(tmp_path, capsys):
     assert "largest margin over chance" in capsys.readouterr().out
 
 
-def test_rerun_is_up_to_date_and_other_settings_refuse_without_overwrite(tmp_path, caplog):
+def test_rerun_is_up_to_date_and_other_settings_refuse_without_overwrite(tmp_path, caplog, make_artifact):
     caplog.set_level(logging.INFO)
     make_artifact(tmp_path)
     run(["--stats_dir", str(tmp_path), "--layers", "0,2"])
@@ -64,7 +46,7 @@ def test_rerun_is_up_to_date_and_other_settings_refuse_without_overwrite(tmp_pat
     assert {r["layer"] for r in res["rows"]} == {1}
 
 
-def test_whitened_variant_absolute_k_and_ascending(tmp_path):
+def test_whitened_variant_absolute_k_and_ascending(tmp_path, make_artifact):
     make_artifact(tmp_path)
     w = run(["--stats_dir", str(tmp_path), "--variant", "whitened", "--k", "1,4,8"])
     assert all(r["lower"] <= r["excess"] + 1e-12 <= r["upper"] + 2e-12 for r in w["rows"])
@@ -73,7 +55,7 @@ def test_whitened_variant_absolute_k_and_ascending(tmp_path):
     assert {r["layer"] for r in a["rows"]} == {2}
 
 
-def test_missing_truncated_and_mismatched_artifacts_give_clear_errors(tmp_path):
+def test_missing_truncated_and_mismatched_artifacts_give_clear_errors(tmp_path, make_artifact):
     with pytest.raises(ArtifactError, match="cache.py"):
         run(["--stats_dir", str(tmp_path / "nope")])
     make_artifact(tmp_path / "a")
@@ -91,7 +73,7 @@ def test_missing_truncated_and_mismatched_artifacts_give_clear_errors(tmp_path):
         run(["--stats_dir", str(tmp_path / "c"), "--layers", "7"])
 
 
-def test_artifact_roundtrip_and_addition(tmp_path):
+def test_artifact_roundtrip_and_addition(tmp_path, make_artifact):
     make_artifact(tmp_path)
     s = load_stats(tmp_path)
     assert sorted(s.layers) == [0, 1, 2] and s.n_texts == 300 and s.d == 16

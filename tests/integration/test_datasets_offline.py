@@ -304,8 +304,8 @@ def test_package_checksum_and_class_names(tmp_path, monkeypatch):
         load_split("toy")
 
 
-def test_show_prints_three_examples(capsys):
-    assert data_main(["show", str(Path(__file__).parent / "fixtures" / "tiny_sentiment.csv")]) == 0
+def test_show_prints_three_examples(capsys, sentiment_csv):
+    assert data_main(["show", str(sentiment_csv)]) == 0
     assert capsys.readouterr().out.count("  e.g. [") == 3
 
 
