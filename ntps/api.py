@@ -93,8 +93,8 @@ def forward_batches(net: torch.nn.Module, ids: list[list[int]], labels: torch.Te
     """
     for idx in batches:
         with torch.inference_mode():
-            input_ids, mask = pad_batch([ids[i] for i in idx], pad_id, acc.device)
-            hs = net(input_ids=input_ids, attention_mask=mask, output_hidden_states=True,
+            input_ids, mask = pad_batch([ids[i] for i in idx], pad_id, "cpu")  # the host mask: no device sync
+            hs = net(input_ids=input_ids.to(acc.device), attention_mask=mask.to(acc.device), output_hidden_states=True,
                      use_cache=False).hidden_states
             if len(hs) != n_states:
                 raise RuntimeError(f"model returned {len(hs)} hidden states, config says {n_states}")
