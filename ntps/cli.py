@@ -267,6 +267,21 @@ def locate_artifact(explicit: str | None, root: str | None, model: str, dataset:
     return path
 
 
+def on_artifact(args, script: str, settings_of: Callable, work: Callable):
+    """The frame of a script that reads one statistics artifact (K_sweep.py, scores.py): locate it
+    (:func:`locate_artifact`), check meta.json against the safetensors header, derive the settings, lock the
+    results directory (:func:`results_dir`) and return ``work(args, stats_dir, meta, settings, out_dir)``."""
+    from .artifacts import check_meta
+    from .io import output_lock
+
+    stats_dir = locate_artifact(args.stats_dir, args.output_dir, args.model, args.dataset, args.split)
+    meta = check_meta(stats_dir)
+    settings = settings_of(args, meta)
+    out_dir = results_dir(stats_dir, meta, args.output_dir, explicit=args.stats_dir is not None)
+    with output_lock(out_dir, script, fix="pass --output_dir ROOT to write the results elsewhere"):
+        return work(args, stats_dir, meta, settings, out_dir)
+
+
 def results_dir(artifact: Path, meta: dict, root: str | None, explicit: bool) -> Path:
     """Where a script writes what it computed from ``artifact``: beside it, or -- with ``--output_dir``
     and an explicit artifact directory -- ``run_dir(root, model, dataset, split)`` of the artifact."""

@@ -1103,3 +1103,21 @@ def _result_copy(cfg: TrainConfig, dataset_key: str) -> Path:
     if path.suffix == ".json":
         return path
     return path / f"{slugify(cfg.model)}_{slugify(dataset_key)}_{cfg.mode}_results.json"
+
+
+def script(mode: str, prog: str, doc: str, command: str):
+    """``(parse_args, main, run)`` of the training script ``prog`` (linear_training.py, lora_finetuning.py,
+    from_scratch.py) for ``mode``: ``parse_args(argv=None)`` -> Namespace, ``main(args)`` -> the results
+    dict of :func:`train`, ``run(argv=None)`` = ``python {prog}`` and the console command ``command``."""
+
+    def parse_args(argv=None):
+        return cli.parse(add_training_args(cli.parser(prog, doc), mode), argv)
+
+    def main(args) -> dict:
+        return train(TrainConfig.from_args(args, mode))
+
+    def run(argv=None) -> None:
+        cli.run(main, parse_args, prog, argv)
+
+    run.__doc__ = f"``python {prog}`` and the console command ``{command}``."
+    return parse_args, main, run

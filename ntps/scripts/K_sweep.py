@@ -21,9 +21,9 @@ from tqdm.auto import tqdm
 
 from ntps import cli
 from ntps.api import BOUND_COLUMNS, SCORE_COLUMNS
-from ntps.artifacts import check_meta, load_stats
+from ntps.artifacts import load_stats
 from ntps.cli import parse_float_list, parse_int_list, resolve_device
-from ntps.io import environment_info, output_lock, previous_result, write_csv, write_json
+from ntps.io import environment_info, previous_result, write_csv, write_json
 from ntps.linalg import DEFAULT_RCOND, ORDERS
 from ntps.provenance import artifact_files, cover_warnings, file_digests
 from ntps.score import DEFAULT_FRACTIONS, VARIANTS, ntps_sweep, solve_layer, whitened_sweep
@@ -120,12 +120,7 @@ def _table(rows: list[dict], meta: dict, settings: dict) -> str:
 
 
 def main(args) -> dict:
-    stats_dir = cli.locate_artifact(args.stats_dir, args.output_dir, args.model, args.dataset, args.split)
-    meta = check_meta(stats_dir)
-    settings = settings_of(args, meta)
-    out_dir = cli.results_dir(stats_dir, meta, args.output_dir, explicit=args.stats_dir is not None)
-    with output_lock(out_dir, "K_sweep.py", fix="pass --output_dir ROOT to write the results elsewhere"):
-        return _sweep(args, stats_dir, meta, settings, out_dir)
+    return cli.on_artifact(args, "K_sweep.py", settings_of, _sweep)
 
 
 def _sweep(args, stats_dir, meta: dict, settings: dict, out_dir) -> dict:

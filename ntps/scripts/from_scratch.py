@@ -12,27 +12,10 @@ Examples:
 
 from __future__ import annotations
 
-from ntps import cli
-from ntps.training import TrainConfig, add_training_args, train
+from ntps.training import script
 
 MODE = "scratch"
-
-
-def parse_args(argv=None):
-    p = cli.parser("from_scratch.py", __doc__)
-    add_training_args(p, MODE)
-    return cli.parse(p, argv)
-
-
-def main(args) -> dict:
-    return train(TrainConfig.from_args(args, MODE))
-
-
-def run(argv=None) -> None:
-    """``python from_scratch.py`` and the console command ``ntps-scratch``: :func:`main` behind
-    :func:`ntps.cli.run` (one-line errors, exit status 2)."""
-    cli.run(main, parse_args, "from_scratch.py", argv)
-
+parse_args, main, run = script(MODE, "from_scratch.py", __doc__, "ntps-scratch")
 
 if __name__ == "__main__":
     run()

@@ -12,27 +12,10 @@ Examples:
 
 from __future__ import annotations
 
-from ntps import cli
-from ntps.training import TrainConfig, add_training_args, train
+from ntps.training import script
 
 MODE = "linear"
-
-
-def parse_args(argv=None):
-    p = cli.parser("linear_training.py", __doc__)
-    add_training_args(p, MODE)
-    return cli.parse(p, argv)
-
-
-def main(args) -> dict:
-    return train(TrainConfig.from_args(args, MODE))
-
-
-def run(argv=None) -> None:
-    """``python linear_training.py`` and the console command ``ntps-linear``: :func:`main` behind
-    :func:`ntps.cli.run` (one-line errors, exit status 2)."""
-    cli.run(main, parse_args, "linear_training.py", argv)
-
+parse_args, main, run = script(MODE, "linear_training.py", __doc__, "ntps-linear")
 
 if __name__ == "__main__":
     run()

@@ -16,27 +16,10 @@ Examples:
 
 from __future__ import annotations
 
-from ntps import cli
-from ntps.training import TrainConfig, add_training_args, train
+from ntps.training import script
 
 MODE = "lora"
-
-
-def parse_args(argv=None):
-    p = cli.parser("lora_finetuning.py", __doc__)
-    add_training_args(p, MODE)
-    return cli.parse(p, argv)
-
-
-def main(args) -> dict:
-    return train(TrainConfig.from_args(args, MODE))
-
-
-def run(argv=None) -> None:
-    """``python lora_finetuning.py`` and the console command ``ntps-lora``: :func:`main` behind
-    :func:`ntps.cli.run` (one-line errors, exit status 2)."""
-    cli.run(main, parse_args, "lora_finetuning.py", argv)
-
+parse_args, main, run = script(MODE, "lora_finetuning.py", __doc__, "ntps-lora")
 
 if __name__ == "__main__":
     run()

@@ -37,9 +37,9 @@ from tqdm.auto import tqdm
 
 from ntps import cli
 from ntps.api import BASELINE_COLUMNS
-from ntps.artifacts import check_meta, load_stats
+from ntps.artifacts import load_stats
 from ntps.baselines import LOGME_CONVENTIONS, all_baselines
-from ntps.io import environment_info, output_lock, previous_result, write_csv, write_json
+from ntps.io import environment_info, previous_result, write_csv, write_json
 from ntps.provenance import artifact_files, cover_warnings, file_digests
 from ntps.report import fmt
 from ntps.spectral import SPECTRAL, spectral_scores
@@ -104,12 +104,7 @@ def summarise(rows: list[dict], meta: dict) -> str:
 
 
 def main(args) -> dict:
-    stats_dir = cli.locate_artifact(args.stats_dir, args.output_dir, args.model, args.dataset, args.split)
-    meta = check_meta(stats_dir)
-    settings = settings_of(args, meta)
-    out_dir = cli.results_dir(stats_dir, meta, args.output_dir, explicit=args.stats_dir is not None)
-    with output_lock(out_dir, "scores.py", fix="pass --output_dir ROOT to write the results elsewhere"):
-        return _scores(args, stats_dir, meta, settings, out_dir)
+    return cli.on_artifact(args, "scores.py", settings_of, _scores)
 
 
 def _scores(args, stats_dir, meta: dict, settings: dict, out_dir) -> dict:
