@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from ntps import cli
 from ntps.accumulate import PRECISIONS, NonFiniteHiddenStates, StatsAccumulator, resolve_precision
+from ntps.api import forward_batches
 from ntps.artifacts import (
     CONFIG_KEYS,
     FORMAT_VERSION,
@@ -51,7 +52,7 @@ from ntps.artifacts import (
 from ntps.cli import parse_int_list, resolve_device
 from ntps.io import OutputExistsError, atomic_path, environment_info, output_lock, read_json, run_dir, write_json
 from ntps.provenance import cover_warnings, file_digests, model_digests
-from ntps.text import batch_token_budget, decoder_of, length_sorted_shards, pad_batch, tokenize
+from ntps.text import batch_token_budget, decoder_of, length_sorted_shards, tokenize
 
 DEFAULT_MAX_SAMPLES = 1000
 PARTIAL_DIR = ".partial"
@@ -394,16 +395,11 @@ def _forward_pass(args, model, tokenizer, ids, data, shards, todo, done, acc, fe
     t_ckpt = time.perf_counter()
     rank, world, _ = dist_info()
     with tqdm(total=sum(len(shards[s]) for s in todo), desc=f"cache [{meta['dataset']}]", unit="batch",
-              disable=rank != 0, file=sys.stderr) as bar, torch.inference_mode():
+              disable=rank != 0, file=sys.stderr) as bar:
         for s in todo:
-            for idx in shards[s]:
-                input_ids, mask = pad_batch([ids[i] for i in idx], tokenizer.pad_token_id, "cpu")  # host mask
-                computed_tokens += input_ids.numel()
-                hs = net(input_ids=input_ids.to(acc.device), attention_mask=mask.to(acc.device),
-                         output_hidden_states=True, use_cache=False).hidden_states
-                if len(hs) != meta["n_states"]:
-                    raise RuntimeError(f"model returned {len(hs)} hidden states, config says {meta['n_states']}")
-                feats = acc.add_batch(hs, mask, labels_t[idx], return_features=features is not None)
+            for idx, feats, n in forward_batches(net, ids, labels_t, shards[s], acc, pad_id=tokenizer.pad_token_id,
+                                                 n_states=meta["n_states"], return_features=features is not None):
+                computed_tokens += n
                 if features is not None:
                     features.write(idx, *feats)
                 bar.update(1)
