@@ -9,7 +9,7 @@ For a notebook that holds a model, a tokenizer and labelled texts (the way thuml
     ntps.save_stats(stats, "outputs/run")   # the artifact cache.py writes; ntps.load_stats reads it
 
 Everything here drives the same package functions as the scripts — :class:`ntps.accumulate.StatsAccumulator`
-and :mod:`ntps.text` (cache.py), :func:`ntps.score.solve_layer` / :func:`ntps.score.ntps_sweep`
+and :mod:`ntps.text` (cache.py), :func:`ntps.score.sweep_layer`
 (K_sweep.py), :func:`ntps.baselines.all_baselines` (scores.py) — so an in-memory result equals the files
 the scripts write for the same inputs. Section numbers refer to SPEC.md (summarised in the README).
 """
@@ -28,7 +28,7 @@ from .artifacts import load_stats as _load_artifact
 from .artifacts import save_stats as _save_artifact
 from .baselines import all_baselines
 from .linalg import DEFAULT_RCOND, ORDERS
-from .score import DEFAULT_FRACTIONS, VARIANTS, ntps_sweep, solve_layer, whitened_sweep
+from .score import DEFAULT_FRACTIONS, SHARE_COLUMNS, VARIANTS, sweep_layer
 from .spectral import spectral_scores
 from .text import decoder_of, length_sorted_shards, pad_batch, tokenize
 
@@ -266,7 +266,8 @@ def score(stats: Stats, *, order: str = "descending", variant: str = "raw", frac
         One row per layer × fraction (or k), columns :data:`SCORE_COLUMNS`: layer, fraction (NaN with ``k``),
         k (−1 with fractions), k_U_nominal, k_U (clamped to the label rank in descending order, SPEC §2.0),
         k_V, r_U, r_V, label_rank, ntps in [0, 1] (NaN where undefined: k = 0), chance = k_V/d, and unique
-        (both subspaces uniquely defined); the whitened variant adds excess, lower, upper.
+        (both subspaces uniquely defined); the whitened variant adds excess, lower, upper and, per layer,
+        fit_share_dropped and c0_fit_share_dropped (:func:`ntps.score.fit_share_dropped`).
 
     Raises
     ------
@@ -287,12 +288,11 @@ def score(stats: Stats, *, order: str = "descending", variant: str = "raw", frac
     dev = None if device is None else resolve_device(device)
     frames = []
     for layer in _layer_list(layers, list(stats.layers), max(stats.layers) + 1):
-        sums = stats.layers[layer]
-        sol = solve_layer(sums.XX, sums.XY, sums.C0, sums.C1, rcond=rcond, atol=atol, n_texts=stats.n_texts,
-                          order=order, device=dev)
-        res = ntps_sweep(sol, **kw) if variant == "raw" else whitened_sweep(sol, n_texts=float(stats.n_texts), **kw)
+        res = sweep_layer(stats.layers[layer], variant=variant, order=order, rcond=rcond, atol=atol,
+                          n_texts=stats.n_texts, device=dev, **kw)
         frames.append(pd.DataFrame({"layer": layer, **res}))
-    return pd.concat(frames, ignore_index=True)[SCORE_COLUMNS + (BOUND_COLUMNS if variant == "whitened" else [])]
+    extra = BOUND_COLUMNS + SHARE_COLUMNS if variant == "whitened" else []
+    return pd.concat(frames, ignore_index=True)[SCORE_COLUMNS + extra]
 
 
 def baselines(stats: Stats, *, layers=None, ridge_alpha: float = 1.0, logme_convention: str = "paper"):

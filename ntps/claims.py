@@ -445,7 +445,8 @@ def tolerance_sensitivity(main: dict, tables: dict, settings: Settings, claims=C
 def dropped_directions(tables: dict) -> list[dict]:
     """Per tolerance × model × layer: how many directions of Σ (d − r_U) and of C0 (d − r_V) the rank tolerance
     left out, min and max over the datasets (from the K_sweep rows), and the share of the least-squares fit they
-    carried where the table has it (column ``fit_share_dropped``; K_sweep does not write it yet)."""
+    carried (max over datasets of K_sweep's whitened ``fit_share_dropped`` and ``c0_fit_share_dropped``, where the
+    table has them; :func:`ntps.score.fit_share_dropped`)."""
     rows = []
     for label, t in tables.items():
         s = t[t["score"].str.lstrip("-").str.startswith("ntps_") & t["r_U"].notna() & t["r_V"].notna()
@@ -455,8 +456,9 @@ def dropped_directions(tables: dict) -> list[dict]:
         s = s.assign(sigma=s["d"] - s["r_U"], c0=s["d"] - s["r_V"])
         agg = {"sigma_min": ("sigma", "min"), "sigma_max": ("sigma", "max"), "c0_min": ("c0", "min"),
                "c0_max": ("c0", "max"), "n_datasets": ("dataset", "nunique")}
-        if "fit_share_dropped" in s:
-            agg["fit_share_max"] = ("fit_share_dropped", "max")
+        for col, name in (("fit_share_dropped", "fit_share_max"), ("c0_fit_share_dropped", "c0_fit_share_max")):
+            if col in s and s[col].notna().any():
+                agg[name] = (col, "max")
         g = s.groupby(["model", "layer"], as_index=False).agg(**agg)
         rows += g.assign(tolerance=label).to_dict("records")
     return rows

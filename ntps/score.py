@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .linalg import DEFAULT_RCOND, GeneralizedEig, as_float64, check_symmetric_psd_shape, generalized_eigh
+from .linalg import DEFAULT_RCOND, GeneralizedEig, as_float64, check_symmetric_psd_shape, generalized_eigh, jacobi_scale
 
 DEFAULT_FRACTIONS = tuple(round(0.05 * i, 2) for i in range(1, 20))
 VARIANTS = ("raw", "whitened")
@@ -240,6 +240,48 @@ def whitened_sweep(sol: LayerSolution, *, n_texts: float = 1.0, fractions=DEFAUL
         "unique": U.unique_prefix(kU) & V.unique_prefix(kV),
         "excess": excess, "lower": lower, "upper": upper,
     }
+
+
+#: Whitened variant, per layer: share of the least-squares fit in the Σ / C0 directions the tolerance dropped.
+SHARE_COLUMNS = ["fit_share_dropped", "c0_fit_share_dropped"]
+
+
+def sweep_layer(sums, *, variant: str = "raw", order: str = "descending", rcond: float = DEFAULT_RCOND,
+                atol: float | None = None, n_texts: float, fractions=DEFAULT_FRACTIONS, ks=None, device=None
+                ) -> dict[str, np.ndarray]:
+    """One layer of K_sweep.py / :func:`ntps.api.score`: :func:`solve_layer` on ``sums`` (XX, XY, C0, C1 of
+    SPEC §1, N = ``n_texts``), then :func:`ntps_sweep` (raw) or :func:`whitened_sweep` with the per-layer
+    :data:`SHARE_COLUMNS` (:func:`fit_share_dropped` at the sweep's ranks r_U, r_V)."""
+    sol = solve_layer(sums.XX, sums.XY, sums.C0, sums.C1, rcond=rcond, atol=atol, n_texts=n_texts, order=order,
+                      device=device)
+    if variant == "raw":
+        return ntps_sweep(sol, fractions=fractions, ks=ks)
+    res = whitened_sweep(sol, n_texts=float(n_texts), fractions=fractions, ks=ks)
+    n, scaled = len(res["k_V"]), atol is None
+    res["fit_share_dropped"] = np.full(n, fit_share_dropped(sums.XX, sums.XY, sol.U.rank, scaled=scaled))
+    res["c0_fit_share_dropped"] = np.full(n, fit_share_dropped(sums.C0, sums.C1, sol.V.rank, scaled=scaled))
+    return res
+
+
+def fit_share_dropped(B, A_factor, rank: int, *, scaled: bool = True) -> float:
+    """Share of the least-squares fit ``tr(Aᵀ B⁺ A)`` carried by the directions of B that a rank tolerance
+    dropped (issue 15: is a whitened score sensitive to the tolerance?).
+
+    ``B`` (d, d) symmetric PSD (Σ or C0), ``A_factor`` (d, C) its cross-moment (M, or C1), ``rank`` the number of
+    directions kept (r_U or r_V of the sweep). Eigen-directions are those of the Jacobi-scaled ``S B S`` when
+    ``scaled`` (the ``rcond`` rule of :func:`ntps.linalg.whiten`; the fit itself does not depend on S), of B as
+    given otherwise (``atol``). Directions with an eigenvalue at or below ``d · eps · λ_max`` are numerically zero
+    and left out of both sums. Returns a share in [0, 1]: 0 when nothing was dropped; NaN when the fit is 0.
+    """
+    B = as_float64(B, "B")
+    A = as_float64(A_factor, "A", B.device)
+    s = jacobi_scale(B) if scaled else torch.ones(B.shape[0], dtype=B.dtype, device=B.device)
+    b, Q = torch.linalg.eigh(B * s[:, None] * s[None, :])
+    b, Q = b.flip(0), Q.flip(1)
+    live = b > b[0] * B.shape[0] * torch.finfo(B.dtype).eps
+    fit = torch.where(live, ((Q.T @ (A * s[:, None])) ** 2).sum(1) / b.clamp_min(torch.finfo(B.dtype).tiny), 0.0)
+    total = float(fit.sum())
+    return float(fit[rank:].sum()) / total if total > 0 else float("nan")
 
 
 def excess_loss_bound(Sigma, M, V, *, rcond: float = DEFAULT_RCOND) -> tuple[float, float, float]:

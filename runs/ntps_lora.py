@@ -8,6 +8,8 @@ Steps (each reuses its outputs when they are already up to date):
 4. statistics after       cache.py --lora_ckpt .../lora/adapter (adapter merged), into .../lora/stats_after/
 5. NTPS before and after  K_sweep.py on both (per layer × fraction; its CSV/JSON stay beside each artifact)
 
+(``--no_stats_after``: no step 4, NTPS before only.)
+
 and writes ``ntps_lora.csv`` / ``ntps_lora.json`` (one row: model, dataset, layer, fraction, ntps_before,
 ntps_after, chance, linear_acc, lora_acc, gain = lora_acc − linear_acc) and ``ntps_lora_sweep.csv``
 (every layer × fraction, before and after) into ``{output_dir}/{model}/{dataset}/`` (``--output_dir`` is the
@@ -71,6 +73,10 @@ def parse_args(argv=None):
     g.add_argument("--layers", default="all", help="hidden-state indices for the statistics and NTPS")
     g.add_argument("--fractions", default=None, help="K_sweep fractions (default: K_sweep's 0.05..0.95)")
     g.add_argument("--order", default="descending", choices=["descending", "ascending"])
+    g.add_argument("--stats_after", action="store_true", default=True,
+                   help="statistics and NTPS after LoRA, adapter merged (the default)")
+    g.add_argument("--no_stats_after", dest="stats_after", action="store_false",
+                   help="skip the statistics after LoRA: ntps_after stays empty")
     g.add_argument("--ntps_layer", type=int, default=None, help="report this layer (negative: from the end)")
     g.add_argument("--ntps_fraction", type=float, default=None, help="report this fraction")
     return cli.parse(p, argv)
@@ -185,6 +191,15 @@ def select_cell(before: list[dict], layer: int | None, fraction: float | None) -
     return best["layer"], best["fraction"], how
 
 
+def _stats_after(args, lora: dict, lora_dir: Path, adapter: Path) -> Path:
+    """The statistics of the LoRA-merged model (recomputed when the adapter is new)."""
+    after_root = lora_dir / "stats_after"
+    after_meta = next(after_root.glob("*/*/train/meta.json"), None) if after_root.is_dir() else None
+    stale = (args.overwrite or not lora.get("reused") or after_meta is None
+             or read_json(after_meta).get("lora_ckpt") != str(adapter))
+    return compute_stats(args, after_root, adapter, overwrite=stale)
+
+
 def main(args) -> dict:
     linear = read_linear_results(args) if args.linear_results else train_linear(args)
     log.info("linear probe: test accuracy %.4f", linear["test_accuracy"])
@@ -203,12 +218,9 @@ def main(args) -> dict:
     if read_json(before_dir / "meta.json").get("lora_ckpt"):
         raise SystemExit(f"ntps_lora.py: {before_dir} holds statistics of a LoRA-merged model; rerun with "
                          "--overwrite or remove it")
-    after_root = lora_dir / "stats_after"
-    after_meta = next(after_root.glob("*/*/train/meta.json"), None) if after_root.is_dir() else None
-    stale = (args.overwrite or not lora.get("reused") or after_meta is None
-             or read_json(after_meta).get("lora_ckpt") != str(adapter))
-    after_dir = compute_stats(args, after_root, adapter, overwrite=stale)
-    rows_before, rows_after = compute_ntps(args, before_dir), compute_ntps(args, after_dir)
+    after_dir = _stats_after(args, lora, lora_dir, adapter) if args.stats_after else None
+    rows_before = compute_ntps(args, before_dir)
+    rows_after = compute_ntps(args, after_dir) if after_dir is not None else []
 
     after_by = {(r["layer"], r["fraction"]): r for r in rows_after}
     sweep = [{"layer": r["layer"], "fraction": r["fraction"], "ntps_before": r["ntps"],
@@ -224,7 +236,8 @@ def main(args) -> dict:
     out = run_dir(args.output_dir, args.model, dataset_key)
     write_csv(out / "ntps_lora.csv", [row], ROW_COLUMNS)
     write_csv(out / "ntps_lora_sweep.csv", sweep, SWEEP_COLUMNS)
-    result = {"row": row, "sweep": sweep, "stats_before": str(before_dir), "stats_after": str(after_dir),
+    result = {"row": row, "sweep": sweep, "stats_before": str(before_dir),
+              "stats_after": None if after_dir is None else str(after_dir),
               "adapter": str(adapter), "linear_results": str(Path(linear["output_dir"]) / "results.json"),
               "lora_results": str(lora_dir / "results.json"), "settings": vars(args),
               "environment": environment_info()}

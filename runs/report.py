@@ -534,16 +534,14 @@ def dropped_text(rows: list[dict]) -> list[str]:
     for (tol, model), part in df.groupby(["tolerance", "model"], sort=True):
         out.append([tol, model, f"{int((part['sigma_max'] > 0).sum())}/{len(part)}", fmt(part["sigma_max"].max(), "d"),
                     f"{int((part['c0_max'] > 0).sum())}/{len(part)}", fmt(part["c0_max"].max(), "d"),
-                    fmt(part["fit_share_max"].max(), ".2e") if "fit_share_max" in part else "n/a"])
+                    *(fmt(part[c].max(), ".2e") if c in part else "n/a"
+                      for c in ("fit_share_max", "c0_fit_share_max"))])
     header = ["tolerance", "model", "layers dropping Σ directions", "max Σ dropped", "layers dropping C0 directions",
-              "max C0 dropped", "max share of the LS fit dropped"]
-    L = ["Directions left out by the rank tolerance (d − rank, over layers; per layer and dataset in "
-         "analysis.json):", "", markdown_table(out, header), ""]
-    if "fit_share_max" not in df:
-        L += ["The share of the least-squares fit carried by the dropped directions is not in K_sweep's output: it "
-              "would need, per layer, tr(Mᵀ Q_d diag(1/b_d) Q_dᵀ M) / tr(Mᵀ Σ⁺ M) over the dropped eigenpairs "
-              "(Q_d, b_d) of Σ (a column `fit_share_dropped`); skipped.", ""]
-    return L
+              "max C0 dropped", "max share of the Σ LS fit dropped", "max share of the C0 LS fit dropped"]
+    return ["Directions left out by the rank tolerance (d − rank, over layers; per layer and dataset in "
+            "analysis.json). The share of the least-squares fit is tr(Aᵀ Q_d diag(1/b_d) Q_dᵀ A) / tr(Aᵀ B⁺ A) over "
+            "the dropped eigenpairs (Q_d, b_d) of B = Σ (A = M) or C0 (A = C1), from the whitened sweeps (n/a: no "
+            "whitened sweep in the table):", "", markdown_table(out, header), ""]
 
 
 def chance_section(fixed: pd.DataFrame, an: dict) -> list[str]:

@@ -3,8 +3,10 @@ on GPUs (issue 7, issue 16).
 
 One command, resumable. Two presets:
 
-* ``--preset offline`` (the default): three real models × seven offline datasets, sized for about two hours
-  on 2 CPU cores (``make reproduce-offline``);
+* ``--preset offline`` (the default): smollm2-135m and gemma3-270m × the 19 offline datasets (one per source,
+  plus rotten-tomatoes for the shared-source sensitivity line), LoRA on every dataset for smollm2-135m, the
+  sweeps again at rcond × 10 and ÷ 10, then qwen2.5-coder-0.5b at reduced caps; about 4-5 hours of stage time
+  on 2 CPU cores, resumable (``make reproduce-offline``);
 * ``--preset paper``: the paper's 8 models × 12 datasets of SPEC §3 with its budgets — every text of each
   split, texts up to 512 tokens, bfloat16 forward passes on ``--device cuda``, the linear probe's 50 epochs,
   LoRA's 5000 steps (batch 64, lr 1e-4) on every model × dataset; cache.py runs under
@@ -35,12 +37,15 @@ Per model × dataset (outputs under the root ``--output_dir``, default ``outputs
 5. ``linear_training.py`` on the cached last-layer features (the paper's linear probe: AdamW 1e-4,
    batch 64, 50 epochs);
 
-then on the LoRA subset (``--lora_models`` × ``--lora_datasets``) ``runs.ntps_lora`` (LoRA, NTPS before and
-after with the adapter merged), and finally ``collect.py`` (the long table), ``analyze.py`` (every score
-against every metric) and ``runs.report`` which writes ``--report_dir`` (default ``results/{preset}/``):
+then on the LoRA subset (``--lora_models`` × ``--lora_datasets``) ``runs.ntps_lora`` (LoRA, NTPS before and,
+on the first ``--lora_after`` datasets, after with the adapter merged), the three sweeps again at each rank
+tolerance of ``--tolerances`` (into ``{output_dir}/tolerance/{label}/``; ``collect.py --sweeps_from`` makes
+their long tables), the same for ``--late_models``, and finally ``collect.py`` (the long table), ``analyze.py``
+(every score against every metric) and ``runs.report`` which writes ``--report_dir`` (default ``results/{preset}/``):
 ``REPORT.md``, its CSV/JSON tables and figures.
 
-Every stage is skipped when its outputs exist and ``stages.json`` records the same command; every
+Every stage is skipped when its outputs exist and ``stages.json`` records the same command and the same code
+version (:func:`code_digest`: the sha256 of the code the stages run; the git commit is recorded beside it); every
 script is itself resumable (cache shards, training checkpoints), so rerunning the command after an
 interruption continues where it stopped. Each stage's log goes to ``{output_dir}/logs/``.
 
@@ -54,6 +59,7 @@ sst2's 67k train texts).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -65,23 +71,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ntps import cli
-from ntps.io import run_dir, slugify, write_json
+from ntps.io import git_commit, run_dir, slugify, write_json
+from ntps.linalg import DEFAULT_RCOND
 
 log = logging.getLogger(__name__)
 
-MODELS = ["smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b"]
+MODELS = ["smollm2-135m", "gemma3-270m"]
+#: Run after every stage of MODELS (LoRA and the tolerance sweeps included), so that an interrupted budget
+#: loses these first: qwen2.5-coder-0.5b costs ~3× per text on a CPU.
+LATE_MODELS = ["qwen2.5-coder-0.5b"]
+#: One offline dataset per source (ntps.data.independent_datasets: the headline analysis), then the other
+#: members of a shared source for the sensitivity line (rotten-tomatoes: the texts of vader-movies' source;
+#: the *-3class relabellings of the VADER sets are left out).
 DATASETS = ["vader-movies", "vader-tweets", "vader-amazon", "vader-nyt", "bbc-news", "20newsgroups",
-            "rotten-tomatoes"]
-#: (train, test) texts per model; chosen so that the whole run fits ~2 h on 2 CPU cores.
-CAPS = {"smollm2-135m": (700, 200), "gemma3-270m": (700, 200), "qwen2.5-coder-0.5b": (300, 150)}
-DEFAULT_CAPS = (700, 200)
+            "crowdflower-tweets", "drug-reviews", "sms-spam", "trec-questions", "brown-genre", "wordnet-supersense",
+            "movie-reviews-v2", "hedge-conll2010", "redditbias", "crows-bias-type", "health-tweets-source",
+            "friends-speaker", "rotten-tomatoes"]
+#: (train, test) texts per model: 1,500 train texts give N >= 2(d + 1) for d = 576 and 640 where a split has
+#: them (Cover's bound, issue 15); qwen2.5-coder-0.5b (d = 896, ~3× the forward cost) gets reduced caps.
+CAPS = {"smollm2-135m": (1500, 500), "gemma3-270m": (1500, 500), "qwen2.5-coder-0.5b": (500, 200)}
+DEFAULT_CAPS = (1500, 500)
 MAX_LENGTH = 64
 SEED = 42
-#: LoRA + NTPS before/after: the embedded default on vader-movies, with issue 4's CPU
-#: budget (300 steps of batch 8, 64 tokens: ~12 min each on 2 cores). lr 5e-4 instead of the paper's 1e-4,
-#: which is tuned for 5000 steps.
-LORA_SUBSET = {"models": ["smollm2-135m"], "datasets": ["vader-movies"],
-               "steps": 300, "batch_size": 8, "lr": 5e-4}
+#: LoRA (Fig. 3) on every dataset for smollm2-135m, one fixed short budget: 200 steps of batch 8 (1,600 texts,
+#: about one epoch of a 1,500-text split), 64 tokens, lr 5e-4 instead of the paper's 1e-4 (tuned for 5000 steps);
+#: ~3 min each on 2 cores. NTPS after LoRA (adapter merged) on the first ``after`` datasets.
+LORA_SUBSET = {"models": ["smollm2-135m"], "datasets": DATASETS, "steps": 200, "batch_size": 8, "lr": 5e-4,
+               "after": 6}
+#: Rank tolerances of the sensitivity check: every sweep again with rcond × 10 and ÷ 10 (labels as in REPORT.md).
+TOLERANCES = {"rcond_x10": 10.0, "rcond_div10": 0.1}
 #: SPEC §3: the paper's models (OpenELM needs remote code; its tokenizer defaults to Llama-2's in ntps.models).
 PAPER_MODELS = ["Qwen/Qwen2-0.5B", "Qwen/Qwen2-1.5B", "Qwen/Qwen2-7B", "apple/OpenELM-270M", "apple/OpenELM-450M",
                 "apple/OpenELM-1_1B", "apple/OpenELM-3B", "meta-llama/Meta-Llama-3-8B"]
@@ -95,6 +113,13 @@ HEAVY_GROUPS = {"cache", "lora"}
 ALWAYS_RUN = {"analysis", "report"}
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
+#: The K_sweep runs per model × dataset: (order, variant) -- the paper's theory, the authors' released order,
+#: the whitened variant (SPEC §2.1, §2.2).
+SWEEPS = (("descending", "raw"), ("ascending", "raw"), ("descending", "whitened"))
+#: Code the per-dataset stages do not run (the analysis and the report always rerun): left out of the code digest
+#: that keys the stages, so that editing the report does not invalidate hours of stage time.
+ANALYSIS_CODE = ("ntps/analysis.py", "ntps/claims.py", "ntps/report.py", "ntps/scripts/analyze.py",
+                 "ntps/scripts/collect.py", "runs/report.py", "runs/reproduce_offline.py", "analyze.py", "collect.py")
 
 
 @dataclass(frozen=True)
@@ -103,6 +128,7 @@ class Preset:
 
     models: list[str]
     datasets: list[str]
+    late_models: list[str] = field(default_factory=list)  # after every other stage (cut first when time runs out)
     caps: dict[str, tuple[int, int]] = field(default_factory=dict)  # 0 = the whole split
     default_caps: tuple[int, int] = (0, 0)
     max_length: int = 512
@@ -113,6 +139,8 @@ class Preset:
     lora_steps: int = 5000
     lora_batch_size: int = 64
     lora_lr: float = 1e-4
+    lora_after: int | None = None  # NTPS after LoRA on the first N LoRA datasets (None: all)
+    tolerances: dict[str, float] = field(default_factory=dict)  # label -> rcond factor (sensitivity sweeps)
     torchrun: bool = False  # cache.py under torchrun (the multi-GPU launch line)
 
 
@@ -125,9 +153,10 @@ def _paper_preset() -> Preset:
 
 
 PRESETS = {
-    "offline": lambda: Preset(MODELS, DATASETS, CAPS, DEFAULT_CAPS, MAX_LENGTH, lora_models=LORA_SUBSET["models"],
-                              lora_datasets=LORA_SUBSET["datasets"], lora_steps=LORA_SUBSET["steps"],
-                              lora_batch_size=LORA_SUBSET["batch_size"], lora_lr=LORA_SUBSET["lr"]),
+    "offline": lambda: Preset(MODELS, DATASETS, LATE_MODELS, CAPS, DEFAULT_CAPS, MAX_LENGTH,
+                              lora_models=LORA_SUBSET["models"], lora_datasets=LORA_SUBSET["datasets"],
+                              lora_steps=LORA_SUBSET["steps"], lora_batch_size=LORA_SUBSET["batch_size"],
+                              lora_lr=LORA_SUBSET["lr"], lora_after=LORA_SUBSET["after"], tolerances=TOLERANCES),
     "paper": _paper_preset,
 }
 
@@ -139,7 +168,7 @@ class Stage:
     key: str
     cmd: list[str]
     outputs: list[Path]
-    group: str  # cache, ksweep, scores, sklearn, linear, lora, analysis, report
+    group: str  # cache, ksweep, scores, sklearn, linear, lora, tolerance, analysis, report
     model: str | None = None
     dataset: str | None = None
 
@@ -151,6 +180,9 @@ def parse_args(argv=None):
                         "datasets with the paper's budgets on GPUs")
     p.add_argument("--models", default=None, help="comma-separated offline keys, hub ids, local model directories "
                    "or .gguf files (default: the preset's)")
+    p.add_argument("--late_models", default=None, help="models run after every other stage, LoRA and tolerance "
+                   "sweeps included ('' = none; default: none when --models is given, else the preset's: offline "
+                   "qwen2.5-coder-0.5b)")
     p.add_argument("--datasets", default=None, help="comma-separated offline keys, paper datasets, hub ids or local "
                    "data files; train=A,test=B for a separate test file (default: the preset's)")
     p.add_argument("--text_column", default=None, help="text column of the datasets that are not registry names")
@@ -170,18 +202,24 @@ def parse_args(argv=None):
                    help="cache.py processes (torchrun) per node (default: offline 1, paper the visible GPUs)")
     p.add_argument("--lora_models", default=None, help="models of the LoRA subset ('' = no LoRA; default: the "
                    "preset's: offline smollm2-135m, paper every model)")
-    p.add_argument("--lora_datasets", default=None, help="datasets of the LoRA subset (default: the preset's)")
+    p.add_argument("--lora_datasets", default=None, help="datasets of the LoRA subset (default: the preset's; with "
+                   "--datasets, those of them in the preset's)")
     p.add_argument("--lora_steps", type=int, default=None, help=f"LoRA steps (default: offline {LORA_SUBSET['steps']}, "
                    "paper 5000)")
     p.add_argument("--lora_batch_size", type=int, default=None, help="LoRA batch (default: offline "
                    f"{LORA_SUBSET['batch_size']}, paper 64)")
     p.add_argument("--lora_lr", type=float, default=None, help=f"LoRA lr (default: offline {LORA_SUBSET['lr']:g}, "
                    "paper 1e-4)")
+    p.add_argument("--lora_after", type=int, default=None, help="NTPS after LoRA (adapter merged) on the first N "
+                   f"LoRA datasets (default: offline {LORA_SUBSET['after']}, paper all)")
+    p.add_argument("--tolerances", default=None, help="rank-tolerance sensitivity: LABEL=FACTOR pairs, every sweep "
+                   "again with --rcond × FACTOR ('' = none; default: offline "
+                   + ",".join(f"{k}={v:g}" for k, v in TOLERANCES.items()) + ", paper none)")
     p.add_argument("--probe_layers", default="-1", help="layers of linear_sklearn.py ('all' costs ~30×)")
     p.add_argument("--n_perm", type=int, default=2000, help="permutations of the selection-aware tests")
     p.add_argument("--device", default=None, help="auto, cpu, cuda (default: the preset's: offline auto, paper cuda)")
     p.add_argument("--stages", default=None,
-                   help="only these stage groups: cache,ksweep,scores,sklearn,linear,lora,analysis,report")
+                   help="only these stage groups: cache,ksweep,scores,sklearn,linear,lora,tolerance,analysis,report")
     p.add_argument("--dry_run", action="store_true", help="print the plan and exit")
     p.add_argument("--force", action="store_true", help="rerun stages even when their outputs exist")
     args = cli.parse(p, argv)
@@ -198,12 +236,18 @@ def apply_preset(args):
     args.report_dir = args.report_dir or f"results/{args.preset}"
     for name, value in (("max_length", preset.max_length), ("device", preset.device), ("dtype", preset.dtype),
                         ("lora_steps", preset.lora_steps), ("lora_batch_size", preset.lora_batch_size),
-                        ("lora_lr", preset.lora_lr)):
+                        ("lora_lr", preset.lora_lr), ("lora_after", preset.lora_after)):
         if getattr(args, name) is None:
             setattr(args, name, value)
-    for name in ("models", "datasets", "lora_models", "lora_datasets"):
+    given_datasets, given_lora = args.datasets is not None, args.lora_datasets
+    if args.models is not None and args.late_models is None:
+        args.late_models = ""  # a model list given on the command line is the whole list
+    for name in ("models", "late_models", "datasets", "lora_models", "lora_datasets"):
         given = getattr(args, name)
         setattr(args, name, getattr(preset, name) if given is None else split_names(given))
+    if given_datasets and given_lora is None:  # LoRA only where the run goes
+        args.lora_datasets = [d for d in args.datasets if d in preset.lora_datasets]
+    args.tolerances = preset.tolerances if args.tolerances is None else parse_tolerances(args.tolerances)
     if args.nproc_per_node is None:
         args.nproc_per_node = _visible_gpus() if args.torchrun else 1
     return args
@@ -213,6 +257,21 @@ def _visible_gpus() -> int:
     import torch
 
     return max(1, torch.cuda.device_count())
+
+
+def parse_tolerances(text: str) -> dict[str, float]:
+    """``rcond_x10=10,rcond_div10=0.1`` -> {label: factor}; '' -> {}."""
+    out = {}
+    for part in filter(None, (x.strip() for x in text.split(","))):
+        label, sep, factor = part.partition("=")
+        try:
+            value = float(factor)
+        except ValueError:
+            value = -1.0
+        if not sep or not label or not value > 0:
+            raise ValueError(f"--tolerances takes LABEL=FACTOR pairs with a factor > 0, got {part!r}")
+        out[label] = value
+    return out
 
 
 def split_names(text: str) -> list[str]:
@@ -292,7 +351,7 @@ def _dataset_stages(args, py: str, model: str, ds: str) -> list[Stage]:
     n_train, n_test = caps(model, args.scale, args.preset_caps, args.preset_default_caps)
     tr, te, root = run_dir(out, model, key, "train"), run_dir(out, model, key, "test"), run_dir(out, model, key)
     stages = _cache_stages(args, py, model, ds, key, n_train, n_test)
-    for order, variant in (("descending", "raw"), ("ascending", "raw"), ("descending", "whitened")):
+    for order, variant in SWEEPS:
         stages.append(Stage(f"ksweep/{m}/{key}/{variant}_{order}", [
             py, "K_sweep.py", "--stats_dir", str(tr), "--order", order, "--variant", variant, "--device", dev],
             [tr / f"ntps_{variant}_{order}.csv"], "ksweep", model, ds))
@@ -308,7 +367,21 @@ def _dataset_stages(args, py: str, model: str, ds: str) -> list[Stage]:
     return stages
 
 
-def _lora_stage(args, py: str, model: str, ds: str) -> Stage:
+def _tolerance_stages(args, py: str, model: str, ds: str) -> list[Stage]:
+    """The three sweeps again at every other rank tolerance, into ``{output_dir}/tolerance/{label}/``."""
+    out, m, key = Path(args.output_dir), slugify(model), dataset_key(ds, args)
+    tr, stages = run_dir(out, model, key, "train"), []
+    for label, factor in args.tolerances.items():
+        root = out / "tolerance" / label
+        for order, variant in SWEEPS:
+            stages.append(Stage(f"tolerance/{label}/{m}/{key}/{variant}_{order}", [
+                py, "K_sweep.py", "--stats_dir", str(tr), "--order", order, "--variant", variant, "--device",
+                args.device, "--rcond", f"{DEFAULT_RCOND * factor:g}", "--output_dir", str(root)],
+                [run_dir(root, model, key, "train") / f"ntps_{variant}_{order}.csv"], "tolerance", model, ds))
+    return stages
+
+
+def _lora_stage(args, py: str, model: str, ds: str, after: bool = True) -> Stage:
     out, key = Path(args.output_dir), dataset_key(ds, args)
     n_train, n_test = caps(model, args.scale, args.preset_caps, args.preset_default_caps)
     root = run_dir(out, model, key)
@@ -318,23 +391,34 @@ def _lora_stage(args, py: str, model: str, ds: str) -> Stage:
         str(n_train), "--max_eval_samples", str(n_test), "--stats_max_samples", str(n_train),
         "--batch_size", str(args.lora_batch_size), "--lora_max_steps", str(args.lora_steps),
         "--lora_args", f"--lr {args.lora_lr:g} --eval_batch_size 32",
-        "--linear_results", str(root / "linear" / "results.json"), *_model_flags(model, args),
-        *_data_flags(ds, args)], [root / "ntps_lora.csv"], "lora", model, ds)
+        "--linear_results", str(root / "linear" / "results.json"), "--stats_after" if after else "--no_stats_after",
+        *_model_flags(model, args), *_data_flags(ds, args)], [root / "ntps_lora.csv"], "lora", model, ds)
 
 
 def plan(args) -> list[Stage]:
-    """Every stage of the run, in order."""
+    """Every stage of the run, in order: per-dataset stages of ``models``, LoRA, tolerance sweeps, then the same
+    for ``late_models`` (cut first when the budget runs out), then the analysis and the report."""
     py, out = sys.executable, Path(args.output_dir)
-    stages = [s for model in args.models for ds in args.datasets for s in _dataset_stages(args, py, model, ds)]
-    stages += [_lora_stage(args, py, model, ds) for model in args.lora_models for ds in args.lora_datasets]
+    stages = []
+    for models in (args.models, [m for m in args.late_models if m not in args.models]):
+        stages += [s for model in models for ds in args.datasets for s in _dataset_stages(args, py, model, ds)]
+        n_after = len(args.lora_datasets) if args.lora_after is None else args.lora_after
+        stages += [_lora_stage(args, py, model, ds, after=i < n_after) for model in args.lora_models
+                   if model in models for i, ds in enumerate(args.lora_datasets)]
+        stages += [s for model in models for ds in args.datasets for s in _tolerance_stages(args, py, model, ds)]
+    stages.append(Stage("analysis/collect", [py, "collect.py", "--output_dir", str(out), "--out",
+                                             str(out / "collected.csv")], [out / "collected.csv"], "analysis"))
+    tolerance_tables = {label: out / f"collected_{label}.csv" for label in args.tolerances}
+    stages += [Stage(f"analysis/collect_{label}", [py, "collect.py", "--output_dir", str(out), "--sweeps_from",
+                                                   str(out / "tolerance" / label), "--out", str(path)], [path],
+                     "analysis") for label, path in tolerance_tables.items()]
+    tol_flags = ["--tolerance", *(f"{k}={v}" for k, v in tolerance_tables.items())] if tolerance_tables else []
     stages += [
-        Stage("analysis/collect", [py, "collect.py", "--output_dir", str(out), "--out", str(out / "collected.csv")],
-              [out / "collected.csv"], "analysis"),
         Stage("analysis/analyze", [py, "analyze.py", "--csv", str(out / "collected.csv"), "--metric", *METRICS,
                                    "--n_perm", str(args.n_perm), "--perm_seed", "0", "--output_dir", str(out)],
               [out / "analysis" / "analysis.json"], "analysis"),
         Stage("report", [py, "-m", "runs.report", "--output_dir", str(out), "--report_dir", args.report_dir,
-                         "--command", " ".join(["python", "-m", "runs.reproduce_offline", *sys.argv[1:]])],
+                         *tol_flags, "--command", " ".join(["python", "-m", "runs.reproduce_offline", *sys.argv[1:]])],
               [Path(args.report_dir) / "REPORT.md"], "report"),
     ]
     return stages
@@ -351,13 +435,28 @@ def _load_record(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {"stages": {}, "invocations": []}
 
 
-def is_done(stage: Stage, record: dict) -> bool:
-    """A per-dataset stage is done when it ran with the same command and its outputs exist; the
-    analysis and the report read everything before them, so they always run (seconds)."""
+REPO = Path(__file__).resolve().parent.parent
+
+
+def code_digest(repo: Path = REPO) -> str:
+    """sha256 over the path and content of every Python file the per-dataset stages run (the root scripts,
+    ``ntps/``, ``runs/ntps_lora.py``; not :data:`ANALYSIS_CODE`): the code version that keys the stages."""
+    files = sorted({*repo.glob("*.py"), *repo.glob("ntps/**/*.py"), repo / "runs" / "ntps_lora.py"})
+    h = hashlib.sha256()
+    for f in files:
+        rel = f.relative_to(repo).as_posix()
+        if rel not in ANALYSIS_CODE:
+            h.update(rel.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def is_done(stage: Stage, record: dict, code: str) -> bool:
+    """A per-dataset stage is done when it ran with the same command and the same code (:func:`code_digest`)
+    and its outputs exist; the analysis and the report read everything before them, so they always run."""
     if stage.group in ALWAYS_RUN:
         return False
     prev = record["stages"].get(stage.key)
-    return bool(prev and prev.get("cmd") == stage.cmd[1:] and prev.get("rc") == 0
+    return bool(prev and prev.get("cmd") == stage.cmd[1:] and prev.get("code") == code and prev.get("rc") == 0
                 and all(p.exists() for p in stage.outputs))
 
 
@@ -376,7 +475,9 @@ def main(args) -> int:
     record_path = out / STAGE_FILE
     record = _load_record(record_path)
     t0 = time.time()
-    invocation = {"argv": sys.argv[1:], "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "ran": 0, "skipped": 0}
+    code, commit = code_digest(), git_commit()
+    invocation = {"argv": sys.argv[1:], "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "ran": 0, "skipped": 0,
+                  "code": code, "git_commit": commit}
     record["invocations"].append(invocation)
     from tqdm.auto import tqdm
 
@@ -384,7 +485,7 @@ def main(args) -> int:
     bar = tqdm(stages, desc="reproduce-offline", unit="stage", file=sys.stderr)
     for s in bar:
         bar.set_postfix_str(s.key)
-        if not args.force and is_done(s, record):
+        if not args.force and is_done(s, record, code):
             invocation["skipped"] += 1
             continue
         log_path = out / "logs" / (s.key.replace("/", "__") + ".log")
@@ -395,7 +496,8 @@ def main(args) -> int:
             fh.flush()
             rc = subprocess.call(s.cmd, stdout=fh, stderr=subprocess.STDOUT, env=stage_env)
         seconds = round(time.perf_counter() - t, 2)
-        record["stages"][s.key] = {"cmd": s.cmd[1:], "rc": rc, "seconds": seconds, "group": s.group,
+        record["stages"][s.key] = {"cmd": s.cmd[1:], "code": code, "git_commit": commit, "rc": rc,
+                                   "seconds": seconds, "group": s.group,
                                    "model": s.model, "dataset": s.dataset, "log": str(log_path),
                                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
         invocation["ran"] += 1

@@ -26,7 +26,7 @@ from ntps.cli import parse_float_list, parse_int_list, resolve_device
 from ntps.io import environment_info, previous_result, write_csv, write_json
 from ntps.linalg import DEFAULT_RCOND, ORDERS
 from ntps.provenance import artifact_files, cover_warnings, file_digests
-from ntps.score import DEFAULT_FRACTIONS, VARIANTS, ntps_sweep, solve_layer, whitened_sweep
+from ntps.score import DEFAULT_FRACTIONS, SHARE_COLUMNS, VARIANTS, sweep_layer
 
 COLUMNS = SCORE_COLUMNS
 log = logging.getLogger(__name__)
@@ -137,11 +137,8 @@ def _sweep(args, stats_dir, meta: dict, settings: dict, out_dir) -> dict:
     for layer in tqdm(settings["layers"], desc="K_sweep layers", unit="layer", file=sys.stderr):
         s = load_stats(stats_dir, layers=[layer])
         sums = s.layers[layer]
-        sol = solve_layer(sums.XX, sums.XY, sums.C0, sums.C1, rcond=args.rcond, atol=args.atol,
-                          n_texts=s.n_texts, order=args.order, device=device)
-        kw = {"fractions": settings["fractions"], "ks": settings["k"]}
-        res = (ntps_sweep(sol, **kw) if args.variant == "raw"
-               else whitened_sweep(sol, n_texts=float(s.n_texts), **kw))
+        res = sweep_layer(sums, variant=args.variant, order=args.order, rcond=args.rcond, atol=args.atol,
+                          n_texts=s.n_texts, device=device, fractions=settings["fractions"], ks=settings["k"])
         for i in range(len(res["k_V"])):
             row = {"layer": layer}
             for key, arr in res.items():
@@ -161,7 +158,7 @@ def _sweep(args, stats_dir, meta: dict, settings: dict, out_dir) -> dict:
                                                    "num_classes", "dtype", "fingerprint")},
               "environment": environment_info()}
     write_json(json_path, result)
-    write_csv(csv_path, rows, COLUMNS + (BOUND_COLUMNS if args.variant == "whitened" else []))
+    write_csv(csv_path, rows, COLUMNS + (BOUND_COLUMNS + SHARE_COLUMNS if args.variant == "whitened" else []))
     print(summarise(rows, meta, settings))
     log.info(f"{len(settings['layers'])} layers in {elapsed:.1f}s on {device}; wrote {csv_path} and {json_path}")
     return result

@@ -52,6 +52,7 @@ statistics since) is never mixed into the table. ``{out}`` minus ``.csv`` plus `
 sha256 of every file read, and the problems. Usage::
 
     python collect.py --output_dir outputs          # -> outputs/collected.csv
+    python collect.py --output_dir outputs --sweeps_from outputs/tolerance/rcond_x10 --out x10.csv
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ from ntps.provenance import file_digests, sha256_file
 log = logging.getLogger(__name__)
 
 KEY_COLS = ["model", "dataset", "model_slug", "dataset_slug", "split", "score", "layer", "fraction", "k", "value"]
-DETAIL_COLS = ["chance", "k_U", "k_V", "r_U", "r_V", "label_rank", "unique", "lower", "upper", "n_texts", "d"]
+DETAIL_COLS = ["chance", "k_U", "k_V", "r_U", "r_V", "label_rank", "unique", "lower", "upper", "fit_share_dropped",
+               "c0_fit_share_dropped", "n_texts", "d"]
 BASELINES = BASELINE_COLUMNS[3:]  # logme, h_score, ls_mse, ridge_mse, effective_rank
 PROBE_METRICS = ["acc", "log_loss", "mse"]
 PROBE_SPLITS = ["train", "test"]
@@ -96,6 +98,8 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None, help="output CSV (default: {output_dir}/collected.csv)")
     p.add_argument("--split", default="train", help="split directory holding the statistics and probes")
     p.add_argument("--strict", action="store_true", help="fail on malformed files instead of skipping")
+    p.add_argument("--sweeps_from", default=None, help="root of K_sweep runs with another rank tolerance "
+                   "(K_sweep.py --rcond X --output_dir ROOT): its sweeps replace those of --output_dir")
     return cli.parse(p, argv)
 
 
@@ -259,16 +263,20 @@ def label_rank_rows(sweeps: list[pd.DataFrame]) -> pd.DataFrame | None:
     return rank.assign(score="label_rank", label_rank=rank["value"], fraction=np.nan, k=np.nan)
 
 
-def _score_rows(split_dir: Path, meta: dict, problems: _Problems, root: Path) -> list[pd.DataFrame]:
+def _score_rows(split_dir: Path, meta: dict, problems: _Problems, root: Path, sweeps_from: Path | None = None
+                ) -> list[pd.DataFrame]:
     ds_dir = split_dir.parent
-    found = [(p, "") for p in sorted(split_dir.glob("ntps_*.csv"))]
-    found += [(p, AFTER_LORA) for p in sorted(ds_dir.glob(f"lora/stats_after/*/*/{split_dir.name}/ntps_*.csv"))]
+    if sweeps_from is None:
+        found = [(p, "") for p in sorted(split_dir.glob("ntps_*.csv"))]
+        found += [(p, AFTER_LORA) for p in sorted(ds_dir.glob(f"lora/stats_after/*/*/{split_dir.name}/ntps_*.csv"))]
+    else:  # the sweeps of another rank tolerance, filed under the same {model}/{dataset}/{split}
+        found = [(p, "") for p in sorted((sweeps_from / split_dir.relative_to(root)).glob("ntps_*.csv"))]
     frames = []
     for path, suffix in found:
         after_meta = read_json(path.parent / "meta.json", problems) if suffix else meta
         df = sweep_rows(path, after_meta, problems, suffix)
         if df is not None:
-            frames.append(df.assign(source=str(path.relative_to(root))))
+            frames.append(df.assign(source=str(path.relative_to(sweeps_from if sweeps_from and not suffix else root))))
     rank = label_rank_rows([f for f in frames if not f["score"].iloc[0].endswith(AFTER_LORA)])
     if rank is not None:
         frames.append(rank)
@@ -334,17 +342,20 @@ def class_metrics(meta: dict, test_meta: dict, metrics: dict) -> dict:
             "in_sample_informative": (n >= 2 * (d + 1)) if n is not None and d is not None else np.nan}
 
 
-def collect(root: str | Path, split: str = "train", strict: bool = False, problems: _Problems | None = None
-            ) -> pd.DataFrame:
+def collect(root: str | Path, split: str = "train", strict: bool = False, problems: _Problems | None = None,
+            sweeps_from: str | Path | None = None) -> pd.DataFrame:
     """The long table of the module docstring (empty table if nothing found); ``problems`` collects the
-    files read and the problems (default: a fresh one with ``strict``)."""
+    files read and the problems (default: a fresh one with ``strict``). ``sweeps_from``: a root whose
+    ``{model}/{dataset}/{split}/ntps_*.csv`` replace the sweeps of ``root`` (K_sweep.py run with another
+    ``--rcond`` and ``--output_dir sweeps_from``); metrics and baselines still come from ``root``."""
     root = Path(root)
+    sweeps_from = Path(sweeps_from) if sweeps_from is not None else None
     problems = problems or _Problems(strict)
     frames = []
     for split_dir in sorted(p for p in root.glob(f"*/*/{split}") if p.is_dir()):
         ds_dir, model_dir = split_dir.parent, split_dir.parent.parent
         meta = read_json(split_dir / "meta.json", problems)
-        scores = _score_rows(split_dir, meta, problems, root)
+        scores = _score_rows(split_dir, meta, problems, root, sweeps_from)
         if not scores:
             continue
         df = pd.concat(scores, ignore_index=True, sort=False)
@@ -426,7 +437,7 @@ def main(args) -> pd.DataFrame:
     if not root.is_dir():
         raise ValueError(f"output root {root} does not exist")
     problems = _Problems(args.strict)
-    table = collect(root, split=args.split, problems=problems)
+    table = collect(root, split=args.split, problems=problems, sweeps_from=args.sweeps_from)
     out = Path(args.out) if args.out else root / "collected.csv"
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)

@@ -135,7 +135,7 @@ def test_unwritable_output_fails_before_any_computation(tmp_path, no_model, monk
     with pytest.raises(OutputNotWritableError, match="cannot write"):
         run(cache, *cache_argv("m", data, blocker / "out"))
     art = synthetic_artifact(tmp_path / "art")
-    monkeypatch.setattr(K_sweep, "solve_layer", lambda *a, **k: pytest.fail("computed before the check"))
+    monkeypatch.setattr(K_sweep, "sweep_layer", lambda *a, **k: pytest.fail("computed before the check"))
     with pytest.raises(OutputNotWritableError, match="--output_dir"):
         run(K_sweep, "--stats_dir", art, "--output_dir", blocker)
     with pytest.raises(OutputNotWritableError):

@@ -42,6 +42,9 @@ def synthetic_table(rng, models=("org/good", "org/noise")) -> pd.DataFrame:
                 per_ds.update(lora_test_acc=acc[j] + 0.05 * (1 - acc[j]), lora_gain=0.05 * (1 - acc[j]))
             for score in ("ntps_raw_descending", "ntps_raw_ascending", "ntps_whitened_descending"):
                 for layer in LAYERS:
+                    # the whitened sweeps carry the share of the LS fit dropped (layer 0 drops one Σ direction)
+                    share = ({"fit_share_dropped": 0.0625 * (layer == 0) * (j + 1) / N_DS,
+                              "c0_fit_share_dropped": 0.0} if score == "ntps_whitened_descending" else {})
                     for f in FRACTIONS:
                         planted = model == "org/good" and score == "ntps_raw_descending" and (layer, f) == (2, 0.5)
                         value = 0.2 + 0.6 * acc[j] if planted else rng.uniform(0.2, 0.8)
@@ -49,7 +52,7 @@ def synthetic_table(rng, models=("org/good", "org/noise")) -> pd.DataFrame:
                         rows.append({**per_ds, "score": score, "layer": layer, "fraction": f, "k": int(f * 40),
                                      "value": value, "chance": chance, "k_V": int(f * 40), "r_U": D - (layer == 0),
                                      "r_V": D - 2 * (layer == 0), "label_rank": per_ds["num_classes"] - 1,
-                                     "unique": True})
+                                     "unique": True, **share})
             for layer in LAYERS:
                 for score, value in (("logme", rng.normal()), ("ls_mse", rng.uniform()),
                                      ("effective_rank", rng.uniform(5, 50)), ("label_rank", per_ds["num_classes"] - 1)):
@@ -137,7 +140,8 @@ def test_the_verdicts_say_what_the_numbers_carry(results_dir):
     assert re.search(r"\| org/good \| NTPS vs held-out probe accuracy: ntps_raw_descending L2 f=0.5 \| ds03 0\.\d+ < "
                      r"0\.900 \|", text)
     assert "No verdict changes" in text or "A verdict changes" in text
-    assert "fit_share_dropped" in text  # what K_sweep would need for the share of the fit
+    assert dropped[("headline", "org/good", 0)]["fit_share_max"] == 0.0625  # max over the datasets
+    assert re.search(r"\| headline \| org/good \| 1/4 \| 1 \| 1/4 \| 2 \| 6\.25e-02 \| 0\.00e\+00 \|", text)
     summary = json.loads((results_dir / "summary.json").read_text())
     assert summary["verdicts"]["probe_test_acc"][0]["verdict"] == "supported"
     assert summary["timings_total_s"] == 3.0

@@ -27,8 +27,9 @@ def test_plan_covers_every_model_and_dataset_with_the_caps():
     keys = [s.key for s in stages]
     assert len(keys) == len(set(keys))
     groups = {s.group for s in stages}
-    assert groups == {"cache", "ksweep", "scores", "sklearn", "linear", "lora", "analysis", "report"}
-    for model in ro.MODELS:
+    assert groups == {"cache", "ksweep", "scores", "sklearn", "linear", "lora", "tolerance", "analysis", "report"}
+    assert len(ro.DATASETS) >= 17 and ro.LATE_MODELS  # >= 16 independent sources + the shared-source one
+    for model in ro.MODELS + ro.LATE_MODELS:
         n_train, n_test = ro.CAPS[model]
         for ds in ro.DATASETS:
             train = next(s for s in stages if s.key == f"cache/{model}/{ds}/train")
@@ -42,16 +43,31 @@ def test_plan_covers_every_model_and_dataset_with_the_caps():
     lora = [s for s in stages if s.group == "lora"]
     assert len(lora) == len(ro.LORA_SUBSET["models"]) * len(ro.LORA_SUBSET["datasets"])
     assert all("--linear_results" in s.cmd for s in lora)
+    after = [s.dataset for s in lora if "--stats_after" in s.cmd]
+    assert after == ro.LORA_SUBSET["datasets"][:ro.LORA_SUBSET["after"]] and len(after) >= 4
+    # every sweep again at each other rank tolerance, into its own root, with rcond scaled
+    tol = [s for s in stages if s.group == "tolerance"]
+    assert len(tol) == 3 * len(ro.TOLERANCES) * len(ro.DATASETS) * len(ro.MODELS + ro.LATE_MODELS)
+    x10 = next(s for s in tol if s.key == "tolerance/rcond_x10/smollm2-135m/bbc-news/whitened_descending")
+    assert float(x10.cmd[x10.cmd.index("--rcond") + 1]) == pytest.approx(10 * ro.DEFAULT_RCOND)
+    assert x10.cmd[x10.cmd.index("--output_dir") + 1] == str(Path(args.output_dir) / "tolerance" / "rcond_x10")
+    # the late model comes after every stage of the others (LoRA and tolerance included)
+    first_late = min(i for i, s in enumerate(stages) if s.model in ro.LATE_MODELS)
+    assert first_late > max(i for i, s in enumerate(stages) if s.model in ro.MODELS)
     # the analysis (collect -> analyze) comes after every per-dataset stage, the report last
     order = [s.group for s in stages]
-    assert order.index("analysis") > max(i for i, g in enumerate(order) if g in ("cache", "lora"))
+    assert order.index("analysis") > max(i for i, g in enumerate(order) if g in ("cache", "lora", "tolerance"))
     assert order[-1] == "report"
-    assert [s.key for s in stages if s.group == "analysis"] == ["analysis/collect", "analysis/analyze"]
+    assert [s.key for s in stages if s.group == "analysis"] == [
+        "analysis/collect", *(f"analysis/collect_{k}" for k in ro.TOLERANCES), "analysis/analyze"]
+    rep = stages[-1].cmd
+    assert rep[rep.index("--tolerance") + 1:][:len(ro.TOLERANCES)] == [
+        f"{k}={Path(args.output_dir) / f'collected_{k}.csv'}" for k in ro.TOLERANCES]
     # every stage addresses the same output root: {output_dir}/{model}/{dataset}/{split}
     ks = next(s for s in stages if s.key == "ksweep/smollm2-135m/bbc-news/raw_descending")
     assert ks.cmd[ks.cmd.index("--stats_dir") + 1] == str(Path(args.output_dir) / "smollm2-135m" / "bbc-news" / "train")
     for s in stages:
-        if "--output_dir" in s.cmd and s.group != "linear":
+        if "--output_dir" in s.cmd and s.group not in ("linear", "tolerance"):
             assert s.cmd[s.cmd.index("--output_dir") + 1] == args.output_dir, s.key
 
 
@@ -59,22 +75,37 @@ def test_scale_and_filters():
     stages = ro.plan(ro.parse_args(["--models", "gemma3-270m", "--datasets", "bbc-news", "--scale", "0.5",
                                     "--lora_models", ""]))
     cache = [s for s in stages if s.group == "cache"]
-    assert [s.cmd[s.cmd.index("--max_samples") + 1] for s in cache] == ["350", "100"]
+    assert [s.cmd[s.cmd.index("--max_samples") + 1] for s in cache] == ["750", "250"]  # no late model
     assert not [s for s in stages if s.group == "lora"]
     whole = ro.plan(ro.parse_args(["--models", "gemma3-270m", "--datasets", "bbc-news", "--scale", "0"]))
     assert {s.cmd[s.cmd.index("--max_samples") + 1] for s in whole if s.group == "cache"} == {"0"}
 
 
-def test_a_stage_is_done_only_with_the_same_command_and_its_outputs(tmp_path):
+def test_a_stage_is_done_only_with_the_same_command_code_and_its_outputs(tmp_path):
     out = tmp_path / "x.csv"
     stage = ro.Stage("k", ["python", "a.py", "--n", "1"], [out], "ksweep")
-    record = {"stages": {"k": {"cmd": ["a.py", "--n", "1"], "rc": 0}}}
-    assert not ro.is_done(stage, record)  # output missing
+    record = {"stages": {"k": {"cmd": ["a.py", "--n", "1"], "code": "c1", "rc": 0}}}
+    assert not ro.is_done(stage, record, "c1")  # output missing
     out.write_text("x")
-    assert ro.is_done(stage, record)
-    assert not ro.is_done(ro.Stage("k", ["python", "a.py", "--n", "2"], [out], "ksweep"), record)
+    assert ro.is_done(stage, record, "c1")
+    assert not ro.is_done(stage, record, "c2")  # other code
+    assert not ro.is_done(ro.Stage("k", ["python", "a.py", "--n", "2"], [out], "ksweep"), record, "c1")
     record["stages"]["k"]["rc"] = 1
-    assert not ro.is_done(stage, record)
+    assert not ro.is_done(stage, record, "c1")
+
+
+def test_code_digest_follows_the_stage_code_not_the_analysis_code(tmp_path):
+    for rel in ("cache.py", "analyze.py", "ntps/score.py", "ntps/claims.py", "runs/ntps_lora.py", "runs/report.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(f"# {rel}\n")
+    base = ro.code_digest(tmp_path)
+    for rel in ("analyze.py", "ntps/claims.py", "runs/report.py"):
+        (tmp_path / rel).write_text("# edited\n")
+    assert ro.code_digest(tmp_path) == base  # the report can change without rerunning hours of stages
+    for rel in ("cache.py", "ntps/score.py", "runs/ntps_lora.py"):
+        (tmp_path / rel).write_text("# edited\n")
+        assert ro.code_digest(tmp_path) != base
+        base = ro.code_digest(tmp_path)
 
 
 def test_runner_runs_resumes_and_stops_on_failure(tmp_path, monkeypatch, caplog):

@@ -84,7 +84,7 @@ def test_names_of_every_kind_and_their_run_directories(tmp_path):
                           str(FIXTURE), "--output_dir", str(tmp_path / "out")])
     assert args.datasets[-1] == f"train={train},test={test}" and len(args.datasets) == 5
     stages = ro.plan(args)
-    assert len(stages) == 4 * 5 * 8 + 1 + 3
+    assert len(stages) == 4 * 5 * 8 + 1 + 3 + 4 * 5 * 3 * len(ro.TOLERANCES) + len(ro.TOLERANCES)  # + tolerance
     by_key = {s.key: s for s in stages}
     # hub ids and paths are filed under their slugs; registry names under their keys (sst2 for its hub id)
     fixture_key = slugify(str(FIXTURE))
@@ -98,7 +98,8 @@ def test_names_of_every_kind_and_their_run_directories(tmp_path):
     assert flag(by_key[f"ksweep/models__my-llama/{fixture_key}/raw_descending"].cmd, "--stats_dir") == \
         str(cache.outputs[0].parent)
     # columns go to local files and unregistered hub ids only; caps: the key's, else the default
-    assert flag(cache.cmd, "--text_column") == "sentence" and flag(cache.cmd, "--max_samples") == "700"
+    assert flag(cache.cmd, "--text_column") == "sentence"
+    assert flag(cache.cmd, "--max_samples") == str(ro.DEFAULT_CAPS[0])
     assert flag(by_key["cache/org__hub-model/org__other/train"].cmd, "--text_column") == "sentence"
     for key in ("cache/org__hub-model/sst2/train", "cache/smollm2-135m/vader-movies/train"):
         assert "--text_column" not in by_key[key].cmd and "--dtype" not in by_key[key].cmd
@@ -110,7 +111,7 @@ def test_names_of_every_kind_and_their_run_directories(tmp_path):
 
 def test_split_names_and_caps():
     assert ro.split_names("a.csv, train=x.csv,test=y.csv,,org/b") == ["a.csv", "train=x.csv,test=y.csv", "org/b"]
-    assert ro.caps("smollm2-135m", 0.5) == (350, 100) and ro.caps("other", 1.0) == ro.DEFAULT_CAPS
+    assert ro.caps("smollm2-135m", 0.5) == (750, 250) and ro.caps("other", 1.0) == ro.DEFAULT_CAPS
     assert ro.caps("Qwen/Qwen2-7B", 2.0, {}, (0, 0)) == (0, 0)  # paper: whole splits whatever the scale
     with pytest.raises(SystemExit):
         ro.parse_args(["--nproc_per_node", "0"])

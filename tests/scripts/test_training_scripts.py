@@ -232,6 +232,10 @@ def test_ntps_lora_end_to_end(tiny_lm, tmp_path, sentiment_csv):
     linear_json = Path(res["linear_results"])
     reuse = ntps_lora.parse_args([*argv_of(args), "--linear_results", str(linear_json)])
     assert ntps_lora.main(reuse)["row"]["linear_acc"] == row["linear_acc"]
+    # without the statistics after LoRA: the same row, ntps_after empty
+    before_only = ntps_lora.main(ntps_lora.parse_args([*argv_of(args), "--no_stats_after"]))
+    assert before_only["stats_after"] is None and before_only["row"]["ntps_after"] is None
+    assert before_only["row"]["gain"] == row["gain"] and before_only["row"]["ntps_before"] == row["ntps_before"]
     other = tmp_path / "other.json"
     other.write_text(json.dumps({**json.loads(linear_json.read_text()), "model": "someone-else"}))
     with pytest.raises(SystemExit, match="not a linear probe of"):
