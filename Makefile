@@ -41,7 +41,7 @@ demo: fetch  ## cache.py -> K_sweep.py on the embedded default, printing the NTP
 figures: install  ## the paper's figures from the authors' data, with the r table of SPEC §4
 	$(PY) fig_plot/make_all.py
 
-reproduce-offline: fetch-all  ## the paper's experiment on 3 offline models x 7 datasets (~2 h on 2 cores; resumable)
+reproduce-offline: fetch-all  ## the paper's claims tested offline: 2 models (+ qwen2.5 late) x 19 datasets, LoRA on each (~4-5 h on 2 cores; resumable)
 	$(PY) -m runs.reproduce_offline
 
 bench: install  ## speed benchmarks (print ratios)

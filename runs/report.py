@@ -31,8 +31,9 @@ import pandas as pd
 import analyze
 import collect
 from ntps import analysis, claims, cli
-from ntps.io import atomic_path, environment_info, read_json, write_json
+from ntps.io import atomic_path, environment_info, git_commit, read_json, write_json
 from ntps.report import files_differ, fmt, json_ready, markdown_table
+from runs import reproduce_offline
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,21 @@ def export(root: Path, report_dir: Path, command: str, settings: claims.Settings
                                   "environment": environment_info(),
                                   "machine": {"cpus": _cpus(), "platform": platform.platform()},
                                   "invocations": collect.stage_record(root).get("invocations", []),
+                                  "stage_code": stage_code(collect.stage_record(root)),
+                                  "report_code": {"code": reproduce_offline.code_digest(), "git_commit": git_commit()},
                                   "analysis": vars(settings)})
+
+
+def stage_code(record: dict) -> list[dict]:
+    """The code versions the finished stages ran with: per (code digest, git commit), stages and seconds."""
+    groups: dict = {}
+    for st in record.get("stages", {}).values():
+        if st.get("rc") == 0:
+            g = groups.setdefault((st.get("code"), st.get("git_commit")), {"stages": 0, "seconds": 0.0})
+            g["stages"] += 1
+            g["seconds"] += float(st.get("seconds") or 0)
+    return [{"code": c, "git_commit": gc, "stages": g["stages"], "seconds": round(g["seconds"], 1)}
+            for (c, gc), g in sorted(groups.items(), key=lambda kv: -kv[1]["stages"])]
 
 
 def _csv(df: pd.DataFrame, path: Path) -> None:
@@ -316,7 +331,8 @@ def write_report(report_dir: Path, run: dict, an: dict, table: pd.DataFrame, plo
         "correlations": corr.to_dict("records"), "ntps_fixed_cell": fixed.to_dict("records"),
         "per_dataset": info.to_dict("records"), "lora": lora.to_dict("records"), "timings_total_s": total,
         "timings_by_stage": times.groupby("stage")["seconds"].sum().to_dict() if not times.empty else {},
-        "invocations": run.get("invocations", []), "figures": figures})
+        "invocations": run.get("invocations", []), "stage_code": run.get("stage_code", []),
+        "report_code": run.get("report_code", {}), "figures": figures})
     write_json(report_dir / "summary.json", summary)
     text = render(report_dir, summary, an, info, fixed, lora, times, ranking, corr)
     with atomic_path(report_dir / "REPORT.md") as tmp:
@@ -335,7 +351,8 @@ def render(report_dir, summary, an, info, fixed, lora, times, ranking, corr) -> 
          f"{s['n_boot']} bootstrap draws, seed {s['perm_seed']}). The run:", "", f"    {summary['command']}", "",
          f"git commit `{env.get('git_commit')}`; python {v.get('python')}, torch {v.get('torch')}, "
          f"transformers {v.get('transformers')}, scikit-learn {v.get('scikit-learn')}, numpy {v.get('numpy')}; "
-         f"{summary['machine'].get('cpus')} CPU cores ({summary['machine'].get('platform')}).", ""]
+         f"{summary['machine'].get('cpus')} CPU cores ({summary['machine'].get('platform')}).", "",
+         *code_lines(summary), ""]
     L += verdict_section(an, info)
     L += setup_section(info)
     L += per_score_section(corr, summary["figures"])
@@ -347,6 +364,22 @@ def render(report_dir, summary, an, info, fixed, lora, times, ranking, corr) -> 
     L += timing_section(times, summary)
     L += ["## Caveats", "", *[f"- {c}" for c in CAVEATS], ""]
     return "\n".join(L)
+
+
+def code_lines(summary: dict) -> list[str]:
+    """Which code the stages ran (runs/reproduce_offline.py keys every stage on this digest) and whether it is the
+    code of the commit the report was exported from."""
+    used, here = summary.get("stage_code") or [], summary.get("report_code") or {}
+    if not used:
+        return ["No runner stage record (stages.json)."]
+    short = lambda c: str(c)[:12] + ("+dirty" if str(c).endswith("+dirty") else "")  # noqa: E731
+    parts = [f"`{u['code'][:12] if u.get('code') else 'unrecorded'}` (commit `{short(u.get('git_commit'))}`, "
+             f"{u['stages']} stages, {u['seconds'] / 60:.0f} min)" for u in used]
+    same = len(used) == 1 and used[0].get("code") == here.get("code")
+    return ["Stage code (sha256 of the code the stages run, `runs/reproduce_offline.py` `code_digest`): "
+            + "; ".join(parts) + f". The report was exported at commit `{short(here.get('git_commit'))}`, whose "
+            f"stage code is `{str(here.get('code'))[:12]}`: "
+            + ("**the same** — every stage ran this commit's code." if same else "**not the same** for every stage.")]
 
 
 CLAIM_HEADER = ["model", "datasets", "r_sel (null 95 %)", "selected cell (ties)", "family-wise p", "floor",

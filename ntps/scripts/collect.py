@@ -380,7 +380,7 @@ def collect(root: str | Path, split: str = "train", strict: bool = False, proble
     for c in fixed + layer_probe_cols:
         if c not in table:
             table[c] = np.nan
-    extra = sorted(c for c in table.columns if c.endswith("_test_acc") and c not in fixed)
+    extra = sorted(c for c in table.columns if c.endswith("_test_acc") and c not in fixed + layer_probe_cols)
     cols = fixed + extra + layer_probe_cols + ["source"]
     table = table[cols + [c for c in table.columns if c not in cols]]
     return table.sort_values(["model", "dataset", "score", "layer", "fraction", "k"],

@@ -58,6 +58,7 @@ def test_collect_long_table(tmp_path, caplog):
     rank = t[t.score == "label_rank"]
     assert len(rank) == 6 and (rank.value == 1).all() and rank.fraction.isna().all() and rank.chance.isna().all()
     assert list(t.columns[:10]) == collect.KEY_COLS
+    assert t.columns.is_unique  # layer_probe_test_acc once (it also ends in _test_acc)
     a = t[(t.dataset == "d/a") & (t.score == "ntps_raw_desc")]
     assert a.model.unique().tolist() == ["org/tiny"] and len(a) == 4
     assert (a.probe_layer == 1).all() and (a.probe_train_acc == 0.9).all()

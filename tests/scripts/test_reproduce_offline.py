@@ -185,3 +185,16 @@ def test_report_refuses_without_the_analysis(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run(report.main, report.parse_args, "runs/report.py", argv)
     assert exit_info.value.code == 2 and "collected.csv is missing" in capsys.readouterr().err
+
+
+def test_report_states_which_code_the_stages_ran():
+    record = {"stages": {"a": {"rc": 0, "code": "c" * 64, "git_commit": "1" * 40, "seconds": 60},
+                         "b": {"rc": 0, "code": "c" * 64, "git_commit": "1" * 40, "seconds": 120},
+                         "c": {"rc": 1, "code": "d" * 64, "git_commit": "2" * 40 + "+dirty", "seconds": 5}}}
+    used = report.stage_code(record)
+    assert used == [{"code": "c" * 64, "git_commit": "1" * 40, "stages": 2, "seconds": 180.0}]  # failed: not counted
+    same = report.code_lines({"stage_code": used, "report_code": {"code": "c" * 64, "git_commit": "3" * 40}})[0]
+    assert "**the same**" in same and "2 stages, 3 min" in same
+    record["stages"]["c"]["rc"] = 0
+    mixed = report.code_lines({"stage_code": report.stage_code(record), "report_code": {"code": "c" * 64}})[0]
+    assert "**not the same**" in mixed and "`222222222222+dirty`" in mixed
