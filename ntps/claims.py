@@ -124,12 +124,17 @@ def headline_datasets(datasets, sources: dict) -> list[str]:
     return sorted(out)
 
 
+def is_in_sample(metric: str) -> bool:
+    """An in-sample metric (the probe's fit on its own training texts): uninformative when N < 2(d + 1)."""
+    return metric.startswith("probe_train_") or any(c.in_sample and c.metric == metric for c in CLAIMS)
+
+
 def claim_datasets(info: pd.DataFrame, claim: Claim, model: str) -> tuple[list[str], dict]:
     """The datasets of ``model`` a claim is tested on, and those left out (why -> names)."""
     rows = info[info["model"] == model]
     have = rows[rows[claim.metric].notna()] if claim.metric in rows else rows.iloc[:0]
     left = {"without_metric": sorted(set(rows["dataset"]) - set(have["dataset"]))}
-    if claim.in_sample and "in_sample_informative" in have:
+    if is_in_sample(claim.metric) and "in_sample_informative" in have:
         ok = ~have["in_sample_informative"].astype(str).str.lower().isin(["false", "0", "0.0"])  # unknown: kept
         left["uninformative_in_sample"] = sorted(have.loc[~ok, "dataset"])
         have = have[ok]
@@ -351,8 +356,12 @@ def _per_score(fam: Family, r: np.ndarray, adjusted: np.ndarray) -> list[dict]:
 
 def evaluate_claim_joint(table: pd.DataFrame, info: pd.DataFrame, claim: Claim, models, settings: Settings,
                          cache: dict | None = None) -> dict:
-    """One family-wise p over every model's family (the datasets every model has, permuted together)."""
+    """One family-wise p over every model's family (the datasets every model has, permuted together). Models with
+    fewer than MIN_DATASETS datasets for the claim are left out (e.g. a model whose caps leave no dataset with
+    N >= 2(d + 1) for an in-sample claim). No LODO: the verdict is "argmax only" at best."""
     per_model = {m: claim_datasets(info, claim, m)[0] for m in models}
+    per_model = {m: v for m, v in per_model.items() if len(v) >= MIN_DATASETS}
+    models = list(per_model)
     common = sorted(set.intersection(*(set(v) for v in per_model.values()))) if per_model else []
     out = {"claim": claim.key, "label": claim.label, "metric": claim.metric, "model": "all models",
            "models": list(models), "n_datasets": len(common), "datasets": common, "verdict": "not run"}
@@ -377,8 +386,9 @@ def evaluate_claim_joint(table: pd.DataFrame, info: pd.DataFrame, claim: Claim, 
                                                     **_cell(fams[k], analysis._argmax(fw["r"][k]))},
                 "p": fw["p"], "floor": fw["floor"], "exact": fw["exact"], "n_perm": fw["n_perm"],
                 "null_q95": fw["null_q95"], "testable": bool(fw["floor"] < ALPHA)})
-    out["verdict"] = ("untestable" if fw["floor"] >= ALPHA else "supported" if fw["p"] < ALPHA
+    out["verdict"] = ("untestable" if fw["floor"] >= ALPHA else "argmax only" if fw["p"] < ALPHA
                       else "not supported")
+    out["why"] = "joint test: family-wise p only (no LODO across models)"
     return out
 
 
@@ -434,7 +444,9 @@ def tolerance_sensitivity(main: dict, tables: dict, settings: Settings, claims=C
     for label, t in tables.items():
         for res in analyze_claims(t, settings, ntps_claims, sources=False)["claims"]:
             ref = base.get((res["claim"], res["model"]), {})
-            rows.append({"tolerance": label, "claim": res["claim"], "model": res["model"], "r_sel": res.get("r_sel"),
+            rows.append({"tolerance": label, "claim": res["claim"], "model": res["model"],
+                         "n_datasets": res.get("n_datasets"), "headline_n_datasets": ref.get("n_datasets"),
+                         "r_sel": res.get("r_sel"),
                          "p": res.get("p"), "floor": res.get("floor"),
                          "lodo_r": (res.get("lodo") or {}).get("r"), "lodo_p": (res.get("lodo") or {}).get("p"),
                          "verdict": res["verdict"], "headline_verdict": ref.get("verdict"),

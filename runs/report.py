@@ -334,13 +334,13 @@ def write_report(report_dir: Path, run: dict, an: dict, table: pd.DataFrame, plo
         "invocations": run.get("invocations", []), "stage_code": run.get("stage_code", []),
         "report_code": run.get("report_code", {}), "figures": figures})
     write_json(report_dir / "summary.json", summary)
-    text = render(report_dir, summary, an, info, fixed, lora, times, ranking, corr)
+    text = render(report_dir, summary, an, info, fixed, lora, times, ranking, corr, table)
     with atomic_path(report_dir / "REPORT.md") as tmp:
         Path(tmp).write_text(text)
     return summary
 
 
-def render(report_dir, summary, an, info, fixed, lora, times, ranking, corr) -> str:
+def render(report_dir, summary, an, info, fixed, lora, times, ranking, corr, table) -> str:
     env = summary["environment"]
     v = env.get("versions", {})
     s = an["settings"]
@@ -353,10 +353,12 @@ def render(report_dir, summary, an, info, fixed, lora, times, ranking, corr) -> 
          f"transformers {v.get('transformers')}, scikit-learn {v.get('scikit-learn')}, numpy {v.get('numpy')}; "
          f"{summary['machine'].get('cpus')} CPU cores ({summary['machine'].get('platform')}).", "",
          *code_lines(summary), ""]
-    L += verdict_section(an, info)
+    L += verdict_section(an, info, fixed, table)
     L += setup_section(info)
-    L += per_score_section(corr, summary["figures"])
-    L += ranking_section(ranking)
+    rel = reliabilities(info, [*zip(corr.get("model", []), corr.get("metric", [])),
+                               *zip(ranking.get("model", []), ranking.get("metric", []))], s)
+    L += per_score_section(corr, summary["figures"], rel)
+    L += ranking_section(ranking, rel)
     L += sensitivity_section(an)
     L += chance_section(fixed, an)
     L += probe_section(info)
@@ -367,18 +369,19 @@ def render(report_dir, summary, an, info, fixed, lora, times, ranking, corr) -> 
 
 
 def code_lines(summary: dict) -> list[str]:
-    """Which code the stages ran (runs/reproduce_offline.py keys every stage on this digest) and whether it is the
-    code of the commit the report was exported from."""
+    """Which code the stages ran (runs/reproduce_offline.py keys every stage on this digest), under which commits,
+    and whether it is the stage code of the commit the report was exported from."""
     used, here = summary.get("stage_code") or [], summary.get("report_code") or {}
     if not used:
         return ["No runner stage record (stages.json)."]
-    short = lambda c: str(c)[:12] + ("+dirty" if str(c).endswith("+dirty") else "")  # noqa: E731
-    parts = [f"`{u['code'][:12] if u.get('code') else 'unrecorded'}` (commit `{short(u.get('git_commit'))}`, "
-             f"{u['stages']} stages, {u['seconds'] / 60:.0f} min)" for u in used]
-    same = len(used) == 1 and used[0].get("code") == here.get("code")
+    short = lambda c: str(c)[:12] + (" (+dirty: uncommitted changes)" if str(c).endswith("+dirty") else "")  # noqa: E731
+    codes = sorted({str(u.get("code")) for u in used})
+    commits = [f"`{short(u.get('git_commit'))}` ({u['stages']} stages, {u['seconds'] / 60:.0f} min)" for u in used]
+    same = codes == [str(here.get("code"))]
     return ["Stage code (sha256 of the code the stages run, `runs/reproduce_offline.py` `code_digest`): "
-            + "; ".join(parts) + f". The report was exported at commit `{short(here.get('git_commit'))}`, whose "
-            f"stage code is `{str(here.get('code'))[:12]}`: "
+            + ", ".join(f"`{c[:12]}`" for c in codes) + "; stages run at commit " + "; ".join(commits)
+            + f". The report was exported at commit `{short(here.get('git_commit'))}`, whose stage code is "
+            f"`{str(here.get('code'))[:12]}`: "
             + ("**the same** — every stage ran this commit's code." if same else "**not the same** for every stage.")]
 
 
@@ -396,7 +399,8 @@ def _claim_row(r: dict) -> list:
     return [r["model"], r["n_datasets"], f"{fmt(r['r_sel'], '.2f')} ({fmt(r.get('null_q95'), '.2f')})",
             _cell_text(r.get("winner")) + ties, fmt_p(r["p"]), fmt_p(r["floor"]), fmt(lodo.get("r"), ".2f"),
             f"{fmt_p(lodo.get('p'))} ({fmt_p(lodo.get('floor'))})" if lodo else "–",
-            f"{lodo['folds_with_ties']}/{r['n_datasets']}" if lodo else "–", reliability, r["verdict"]]
+            f"{lodo['folds_with_ties']}/{r['n_datasets']}" if lodo else "–", reliability,
+            r["verdict"] + (" (joint: no LODO)" if r["model"] == "all models" else "")]
 
 
 def claim_block(an: dict, key: str) -> list[str]:
@@ -418,7 +422,7 @@ def claim_block(an: dict, key: str) -> list[str]:
     return L
 
 
-def verdict_section(an: dict, info: pd.DataFrame) -> list[str]:
+def verdict_section(an: dict, info: pd.DataFrame, fixed: pd.DataFrame, table: pd.DataFrame) -> list[str]:
     L = ["## Do the paper's claims hold here?", "",
          "One family per claim: every score variant × layer × f examined for it, per model; `r_sel` is the paper's "
          "protocol (the best candidate, chosen on the same data) with the 95th percentile of its null; the "
@@ -426,14 +430,15 @@ def verdict_section(an: dict, info: pd.DataFrame) -> list[str]:
          "statistic); `floor` is the smallest p the test could give whatever the metric; LODO r picks the cell without "
          "the held-out dataset and predicts it by the dataset's rank within that cell (tied cells averaged), with its "
          "own permutation null; reliability is the test–retest Spearman of the metric's ranking (a correlation cannot "
-         "meaningfully exceed it). The row `all models` is one family-wise p over every model's family (datasets "
-         "permuted together). Datasets: one per source.", ""]
+         "meaningfully exceed it). The row `all models` is one family-wise p over the families of every model with "
+         f"at least {analysis.MIN_DATASETS} datasets (the datasets they share, permuted together); it has no LODO, so "
+         "its verdict is at best *argmax only*. Datasets: one per source.", ""]
     for c in claims.CLAIMS:
         if not c.in_sample:
             L += claim_block(an, c.key)
     L += ["Verdicts: " + "; ".join(f"**{k}** — {v}" for k, v in claims.VERDICTS.items()) + ".", ""]
     L += in_sample_section(an, info)
-    L += below_chance_section(an)
+    L += below_chance_section(an, fixed, grid_below_chance(table))
     return L
 
 
@@ -460,11 +465,38 @@ def in_sample_section(an: dict, info: pd.DataFrame) -> list[str]:
     return L
 
 
-def below_chance_section(an: dict) -> list[str]:
+def grid_below_chance(table: pd.DataFrame) -> pd.DataFrame:
+    """Per model: cells of the paper's sweep (descending, raw; every dataset × layer × f) and how many lie below
+    chance, with the datasets that have any."""
+    t = table[(table["score"] == MAIN) & table["chance"].notna() & table["value"].notna()]
+    rows = []
+    for model, g in t.groupby("model", sort=True):
+        below = g[g["value"] < g["chance"]]
+        rows.append({"model": model, "cells": len(g), "below": len(below),
+                     "datasets": sorted(below["dataset"].unique()), "n_datasets": g["dataset"].nunique()})
+    return pd.DataFrame(rows)
+
+
+def below_chance_section(an: dict, fixed: pd.DataFrame, grid: pd.DataFrame) -> list[str]:
+    L = ["### NTPS below chance", "",
+         "NTPS below its chance level k_V/d (the expected overlap with a random subspace of the same size) means "
+         "span(U_k) lies *less* in span(V_k) than a random subspace would: no evidence of alignment for that dataset, "
+         "whatever its rank among the datasets.", ""]
+    if not grid.empty:
+        L += ["Over the whole grid of the paper's sweep (descending, raw; every dataset × layer × f):", "",
+              markdown_table([[r["model"], f"{r['below']}/{r['cells']}", f"{r['below'] / r['cells']:.1%}",
+                               f"{len(r['datasets'])}/{r['n_datasets']}", ", ".join(r["datasets"]) or "–"]
+                              for r in grid.to_dict("records")],
+                             ["model", "cells below chance", "share", "datasets with any", "which"]), ""]
+    low = fixed[fixed["margin"] < 0] if not fixed.empty else fixed
+    if not fixed.empty:
+        per = [f"{m}: {', '.join(f'{r.dataset} {r.ntps:.3f} < {r.chance:.3f}' for r in g.itertuples())}"
+               for m, g in low.groupby("model", sort=True)]
+        L += ["At the cell fixed in advance (last hidden state, f = 0.25): "
+              + ("; ".join(per) if per else "no dataset of any model is below chance") + ".", ""]
     cases = below_chance(an)
-    L = ["### NTPS below chance", ""]
     if not cases:
-        return L + ["At no selected cell is a dataset's NTPS below its chance level k_V/d.", ""]
+        return L + ["At no selected cell is a dataset's NTPS below its chance level.", ""]
     L += [f"At {len(cases)} selected cell(s) (a claim's selected cell, or a sweep's own best cell for a metric) "
           "some datasets have NTPS below its chance level k_V/d (the expected overlap with a random subspace of the "
           "same size). There span(U_k) lies *less* in span(V_k) than a random subspace would: the score is no "
@@ -487,13 +519,30 @@ def setup_section(info: pd.DataFrame) -> list[str]:
     return L
 
 
-def per_score_section(corr: pd.DataFrame, figures: list[str]) -> list[str]:
+def reliabilities(info: pd.DataFrame, pairs, settings: dict) -> dict:
+    """(model, metric) -> the test-retest reliability text of the metric's ranking over the datasets the
+    per-score analysis uses (one per source; N >= 2(d + 1) for in-sample metrics): "median (5–95 %)" or "n/a"."""
+    out = {}
+    for model, metric in sorted(set(pairs)):
+        if metric not in info:
+            out[(model, metric)] = "n/a"
+            continue
+        datasets, _ = claims.claim_datasets(info, claims.Claim("", "", metric, "ntps"), model)
+        rel = claims.metric_reliability(info, model, metric, datasets, claims.Settings(**settings))
+        out[(model, metric)] = (f"{fmt(rel['median'], '.2f')} ({fmt(rel['q05'], '.2f')}–{fmt(rel['q95'], '.2f')})"
+                                if rel.get("median") is not None else "n/a")
+    return out
+
+
+def per_score_section(corr: pd.DataFrame, figures: list[str], rel: dict) -> list[str]:
     L = ["## Spearman r of NTPS against each metric", "",
          "Each NTPS sweep on its own (its layer × f grid, one dataset per source): `r_sel` the paper's protocol, `p` "
          "its own selection repeated on permuted metrics (floor beside it), `p_family` the same r against the maximum "
          "over every score of the model (the p to quote when scores are compared), `LODO r` the cell chosen without "
-         "the held-out dataset.", ""]
-    header = ["metric", "model", "datasets", "r_sel", "p", "floor", "p_family", "null95", "LODO r", "layer, f"]
+         "the held-out dataset, `reliability` the test–retest Spearman of the metric's ranking (n/a: no sampling model "
+         "for the metric in the long table). In-sample metrics use only the datasets with N >= 2(d + 1).", ""]
+    header = ["metric", "model", "datasets", "r_sel", "p", "floor", "p_family", "null95", "LODO r", "layer, f",
+              "reliability"]
     for score in SWEEPS:
         part = corr[corr["score"] == score]
         if part.empty:
@@ -503,8 +552,8 @@ def per_score_section(corr: pd.DataFrame, figures: list[str]) -> list[str]:
         rows = [[r["metric"], r["model"], fmt(r["n_datasets"], "d"), fmt(r["r_argmax"], ".2f"), fmt_p(r["perm_p"]),
                  fmt_p(r["perm_floor"]), fmt_p(r["p_family"]), fmt(r["null_q95"], ".2f"),
                  fmt(r["lodo_r"], ".2f"),
-                 f"{fmt(r['layer'], 'd')}, {fmt(r['fraction'], 'g')}" if pd.notna(r["layer"]) else "–"]
-                for _, r in part.iterrows()]
+                 f"{fmt(r['layer'], 'd')}, {fmt(r['fraction'], 'g')}" if pd.notna(r["layer"]) else "–",
+                 rel.get((r["model"], r["metric"]), "n/a")] for _, r in part.iterrows()]
         L += [f"### {score}", "", markdown_table(rows, header), ""]
     label = dict(METRICS)
     for name in figures:
@@ -513,7 +562,7 @@ def per_score_section(corr: pd.DataFrame, figures: list[str]) -> list[str]:
     return L
 
 
-def ranking_section(ranking: pd.DataFrame) -> list[str]:
+def ranking_section(ranking: pd.DataFrame, rel: dict) -> list[str]:
     if ranking.empty:
         return []
     L = ["## Which training-free score tracks the metrics best?", "",
@@ -526,7 +575,8 @@ def ranking_section(ranking: pd.DataFrame) -> list[str]:
         rows = [[r["score"], fmt(r["lodo_r"], ".2f"), fmt(r["r_argmax"], ".2f"), fmt_p(r["perm_p"]),
                  fmt_p(r["p_family"]), fmt(r["r_fixed"], ".2f"), fmt_p(r["p_fixed"])]
                 for _, r in part.iterrows()]
-        L += [f"**{model} — {metric}**", "", markdown_table(rows, header), ""]
+        L += [f"**{model} — {metric}** (reliability of the metric's ranking: {rel.get((model, metric), 'n/a')})", "",
+              markdown_table(rows, header), ""]
     return L
 
 
@@ -547,14 +597,15 @@ def sensitivity_section(an: dict) -> list[str]:
         L += ["Not run: no long table of K_sweep runs with other `--rcond` (pass them to runs/report.py as "
               "`--tolerance rcond_x10=CSV rcond_div10=CSV`).", ""]
     else:
-        rows = [[r["tolerance"], r["claim"], r["model"], fmt_p(r["p"]), fmt_p(r["lodo_p"]), r["verdict"],
-                 r["headline_verdict"], "yes" if r["changed"] else "no"] for r in tol["rows"]]
+        rows = [[r["tolerance"], r["claim"], r["model"], f"{r.get('n_datasets')} ({r.get('headline_n_datasets')})",
+                 fmt(r["r_sel"], ".2f"), fmt_p(r["p"]), fmt_p(r["lodo_p"]), r["verdict"], r["headline_verdict"],
+                 "yes" if r["changed"] else "no"] for r in tol["rows"]]
         changed = [r for r in tol["rows"] if r["changed"]]
         L += [("**A verdict changes** with the tolerance: " + "; ".join(
             f"{r['claim']} / {r['model']} at {r['tolerance']}: {r['headline_verdict']} → {r['verdict']}"
             for r in changed) + ".") if changed else "No verdict changes with the other tolerances.", "",
-              markdown_table(rows, ["tolerance", "claim", "model", "family-wise p", "LODO p", "verdict",
-                                    "headline verdict", "changed"]), ""]
+              markdown_table(rows, ["tolerance", "claim", "model", "datasets (headline)", "r_sel", "family-wise p",
+                                    "LODO p", "verdict", "headline verdict", "changed"]), ""]
     L += dropped_text(an.get("dropped_directions") or [])
     return L
 
@@ -637,8 +688,9 @@ def timing_section(times: pd.DataFrame, summary: dict) -> list[str]:
     cols = [c for c in g.columns if isinstance(c, str)]
     rows = [[st] + [f"{g.loc[st, m] / 60:.1f}" for m in cols] + [f"{g.loc[st].sum() / 60:.1f}"] for st in g.index]
     return L + [markdown_table(rows, ["stage (minutes)"] + cols + ["all"]), "",
-                f"Total: **{summary['timings_total_s'] / 60:.0f} min** of stage time (each stage's own record: "
-                "cache.py's `meta.json`, the runner's `stages.json`). Runner invocations: "
+                f"Total: **{summary['timings_total_s'] / 60:.0f} min** of stage time: the last finished run of each "
+                "stage (each stage's own record: cache.py's `meta.json`, the runner's `stages.json`); runs a later "
+                "invocation replaced are not counted. Runner invocations: "
                 + ("; ".join(f"{i.get('started')} ({i.get('ran')} run, {i.get('skipped')} up to date, "
                              f"{(i.get('seconds') or 0) / 60:.1f} min)" for i in summary["invocations"]) or "–") + ".",
                 ""]

@@ -216,7 +216,8 @@ def parse_args(argv=None):
                    "again with --rcond × FACTOR ('' = none; default: offline "
                    + ",".join(f"{k}={v:g}" for k, v in TOLERANCES.items()) + ", paper none)")
     p.add_argument("--probe_layers", default="-1", help="layers of linear_sklearn.py ('all' costs ~30×)")
-    p.add_argument("--n_perm", type=int, default=2000, help="permutations of the selection-aware tests")
+    p.add_argument("--n_perm", type=int, default=2000, help="permutations of analyze.py's per-score tests in "
+                   "{output_dir}/analysis (the report's family-wise tests use runs/report.py's settings: 10⁴ draws)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda (default: the preset's: offline auto, paper cuda)")
     p.add_argument("--stages", default=None,
                    help="only these stage groups: cache,ksweep,scores,sklearn,linear,lora,tolerance,analysis,report")

@@ -126,6 +126,9 @@ def test_the_verdicts_say_what_the_numbers_carry(results_dir):
     assert {s["score"] for s in base["per_score"]} == {"logme", "-ls_mse", "effective_rank", "label_rank"}
     joint = {r["claim"]: r for r in an["claims"]["joint"]}["ntps_test_acc"]
     assert joint["p"] < 0.05 and joint["winner"]["model"] == "org/good" and joint["n_candidates"] == 72
+    assert joint["verdict"] == "argmax only"  # the joint test has no LODO: never "supported"
+    in_sample = {r["claim"]: r for r in an["claims"]["joint"]}["ntps_train_acc"]
+    assert in_sample["models"] == ["org/good", "org/noise"] and in_sample["n_datasets"] == 12  # ds00-ds03: N < 2(d+1)
     assert {r["variant"] for r in an["claims"]["sources"] if r["model"] == "org/good"} >= {"all datasets",
                                                                                          "ds15 for ds00"}
     tol = an["tolerance"]["rows"]
@@ -140,6 +143,8 @@ def test_the_verdicts_say_what_the_numbers_carry(results_dir):
     assert re.search(r"\| org/good \| NTPS vs held-out probe accuracy: ntps_raw_descending L2 f=0.5 \| ds03 0\.\d+ < "
                      r"0\.900 \|", text)
     assert "No verdict changes" in text or "A verdict changes" in text
+    assert re.search(r"\| probe_test_acc \| org/good \| 15 \| 1\.00 \|.*\| 0\.\d\d \(0\.\d\d–0\.\d\d\) \|", text)
+    assert "**org/good — probe_test_acc** (reliability of the metric's ranking: 0." in text
     assert dropped[("headline", "org/good", 0)]["fit_share_max"] == 0.0625  # max over the datasets
     assert re.search(r"\| headline \| org/good \| 1/4 \| 1 \| 1/4 \| 2 \| 6\.25e-02 \| 0\.00e\+00 \|", text)
     summary = json.loads((results_dir / "summary.json").read_text())

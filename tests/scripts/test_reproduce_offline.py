@@ -194,7 +194,11 @@ def test_report_states_which_code_the_stages_ran():
     used = report.stage_code(record)
     assert used == [{"code": "c" * 64, "git_commit": "1" * 40, "stages": 2, "seconds": 180.0}]  # failed: not counted
     same = report.code_lines({"stage_code": used, "report_code": {"code": "c" * 64, "git_commit": "3" * 40}})[0]
-    assert "**the same**" in same and "2 stages, 3 min" in same
+    assert "**the same**" in same and "`111111111111` (2 stages, 3 min)" in same and "dirty" not in same
+    # the same code under two commits (a resumed run after a commit that changed only the report) is the same code
+    record["stages"]["d"] = {"rc": 0, "code": "c" * 64, "git_commit": "4" * 40, "seconds": 6}
+    assert "**the same**" in report.code_lines({"stage_code": report.stage_code(record),
+                                                "report_code": {"code": "c" * 64}})[0]
     record["stages"]["c"]["rc"] = 0
     mixed = report.code_lines({"stage_code": report.stage_code(record), "report_code": {"code": "c" * 64}})[0]
-    assert "**not the same**" in mixed and "`222222222222+dirty`" in mixed
+    assert "**not the same**" in mixed and "`222222222222 (+dirty: uncommitted changes)`" in mixed
