@@ -67,6 +67,7 @@ import shlex
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -221,9 +222,13 @@ def parse_args(argv=None):
     p.add_argument("--device", default=None, help="auto, cpu, cuda (default: the preset's: offline auto, paper cuda)")
     p.add_argument("--stages", default=None,
                    help="only these stage groups: cache,ksweep,scores,sklearn,linear,lora,tolerance,analysis,report")
+    p.add_argument("--jobs", type=int, default=2, help="light stages (K_sweep, scores, probes, tolerance sweeps: one "
+                   "BLAS thread each) run this many at a time; cache.py and LoRA always alone (default 2)")
     p.add_argument("--dry_run", action="store_true", help="print the plan and exit")
     p.add_argument("--force", action="store_true", help="rerun stages even when their outputs exist")
     args = cli.parse(p, argv)
+    if args.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {args.jobs}")
     if args.nproc_per_node is not None and args.nproc_per_node < 1:
         p.error(f"--nproc_per_node must be >= 1, got {args.nproc_per_node}")
     return apply_preset(args)
@@ -461,6 +466,36 @@ def is_done(stage: Stage, record: dict, code: str) -> bool:
                 and all(p.exists() for p in stage.outputs))
 
 
+def batches(stages: list[Stage], jobs: int) -> list[list[Stage]]:
+    """Consecutive light stages (not :data:`HEAVY_GROUPS`, not the analysis) in groups of up to ``jobs``, which run
+    at once, each on one BLAS thread; every other stage alone. A light stage only reads what a heavy stage before
+    it wrote (the statistics and features of cache.py), so the order of the plan is kept between groups."""
+    out: list[list[Stage]] = []
+    for s in stages:
+        light = s.group not in HEAVY_GROUPS and s.group not in ALWAYS_RUN and s.group != "analysis"
+        prev = out[-1] if out else None
+        if light and prev and len(prev) < jobs and all(
+                p.group not in HEAVY_GROUPS and p.group not in ALWAYS_RUN and p.group != "analysis" for p in prev):
+            prev.append(s)
+        else:
+            out.append([s])
+    return out
+
+
+def run_stage(s: Stage, out: Path, env: dict) -> dict:
+    """Run one stage, its output in ``{out}/logs/``; returns its record entry (without the code version)."""
+    log_path = out / "logs" / (s.key.replace("/", "__") + ".log")
+    t = time.perf_counter()
+    stage_env = env if s.group in HEAVY_GROUPS else {**env, **ONE_THREAD}
+    with open(log_path, "w") as fh:
+        fh.write("$ " + " ".join(s.cmd) + "\n")
+        fh.flush()
+        rc = subprocess.call(s.cmd, stdout=fh, stderr=subprocess.STDOUT, env=stage_env)
+    return {"cmd": s.cmd[1:], "rc": rc, "seconds": round(time.perf_counter() - t, 2), "group": s.group,
+            "model": s.model, "dataset": s.dataset, "log": str(log_path),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
 def main(args) -> int:
     stages = plan(args)
     if args.stages:
@@ -483,33 +518,32 @@ def main(args) -> int:
     from tqdm.auto import tqdm
 
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    bar = tqdm(stages, desc="reproduce-offline", unit="stage", file=sys.stderr)
-    for s in bar:
-        bar.set_postfix_str(s.key)
-        if not args.force and is_done(s, record, code):
-            invocation["skipped"] += 1
-            continue
-        log_path = out / "logs" / (s.key.replace("/", "__") + ".log")
-        t = time.perf_counter()
-        stage_env = env if s.group in HEAVY_GROUPS else {**env, **ONE_THREAD}
-        with open(log_path, "w") as fh:
-            fh.write("$ " + " ".join(s.cmd) + "\n")
-            fh.flush()
-            rc = subprocess.call(s.cmd, stdout=fh, stderr=subprocess.STDOUT, env=stage_env)
-        seconds = round(time.perf_counter() - t, 2)
-        record["stages"][s.key] = {"cmd": s.cmd[1:], "code": code, "git_commit": commit, "rc": rc,
-                                   "seconds": seconds, "group": s.group,
-                                   "model": s.model, "dataset": s.dataset, "log": str(log_path),
-                                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        invocation["ran"] += 1
+    pending = [s for s in stages if args.force or not is_done(s, record, code)]
+    invocation["skipped"] = len(stages) - len(pending)
+    bar = tqdm(total=len(stages), initial=invocation["skipped"], desc="reproduce-offline", unit="stage",
+               file=sys.stderr)
+    for batch in batches(pending, args.jobs):
+        bar.set_postfix_str(batch[0].key)
+        with ThreadPoolExecutor(max_workers=len(batch)) as pool:
+            done = list(pool.map(lambda s: run_stage(s, out, env), batch))
+        failed = None
+        for s, entry in zip(batch, done):
+            record["stages"][s.key] = {**entry, "code": code, "git_commit": commit}
+            invocation["ran"] += 1
+            bar.update(1)
+            if entry["rc"] == 0:
+                tqdm.write(f"[{s.group}] {s.key}: {entry['seconds']:.1f}s", file=sys.stderr)
+            elif failed is None:
+                failed = (s, entry)
         invocation["seconds"] = round(time.time() - t0, 1)
         write_json(record_path, record)
-        if rc != 0:
-            tail = log_path.read_text().splitlines()[-15:]
+        if failed is not None:
+            s, entry = failed
+            tail = Path(entry["log"]).read_text().splitlines()[-15:]
             log.error("%s\nstage %s failed (exit %d); log %s. Fix the cause and rerun the same command: finished "
-                      "stages are kept.", "\n".join(tail), s.key, rc, log_path)
-            return rc
-        tqdm.write(f"[{s.group}] {s.key}: {seconds:.1f}s", file=sys.stderr)
+                      "stages are kept.", "\n".join(tail), s.key, entry["rc"], entry["log"])
+            return entry["rc"]
+    bar.close()
     invocation["seconds"] = round(time.time() - t0, 1)
     write_json(record_path, record)
     log.info("%d stages run, %d up to date, %.0fs; report in %s/REPORT.md", invocation["ran"], invocation["skipped"],

@@ -108,6 +108,24 @@ def test_code_digest_follows_the_stage_code_not_the_analysis_code(tmp_path):
         base = ro.code_digest(tmp_path)
 
 
+def test_light_stages_run_in_groups_heavy_ones_alone(tmp_path, monkeypatch):
+    st = lambda key, group: ro.Stage(key, ["python", key], [], group)  # noqa: E731
+    plan = [st("c1", "cache"), st("k1", "ksweep"), st("k2", "ksweep"), st("s1", "scores"), st("c2", "cache"),
+            st("t1", "tolerance"), st("l1", "lora"), st("a1", "analysis"), st("a2", "analysis"), st("r", "report")]
+    groups = [[s.key for s in b] for b in ro.batches(plan, 2)]
+    assert groups == [["c1"], ["k1", "k2"], ["s1"], ["c2"], ["t1"], ["l1"], ["a1"], ["a2"], ["r"]]
+    assert [[s.key for s in b] for b in ro.batches(plan, 1)] == [[s.key] for s in plan]
+    # two light stages of one group overlap in time
+    script = ("import sys, time, pathlib; t = time.time(); time.sleep(1.0); "
+              "pathlib.Path(sys.argv[1]).write_text(f'{t} {time.time()}')")
+    outs = [tmp_path / "x.txt", tmp_path / "y.txt"]
+    stages = [ro.Stage(o.stem, [sys.executable, "-c", script, str(o)], [o], "ksweep") for o in outs]
+    monkeypatch.setattr(ro, "plan", lambda args: stages)
+    assert ro.main(ro.parse_args(["--output_dir", str(tmp_path / "runs"), "--jobs", "2"])) == 0
+    (s1, e1), (s2, e2) = ([float(v) for v in o.read_text().split()] for o in outs)
+    assert s2 < e1 and s1 < e2
+
+
 def test_runner_runs_resumes_and_stops_on_failure(tmp_path, monkeypatch, caplog):
     """A fake plan of three shell stages: the second fails once; a rerun skips the first."""
     marker = tmp_path / "fail_once"
