@@ -466,18 +466,31 @@ def is_done(stage: Stage, record: dict, code: str) -> bool:
                 and all(p.exists() for p in stage.outputs))
 
 
+def _light(s: Stage) -> bool:
+    return s.group not in HEAVY_GROUPS and s.group not in ALWAYS_RUN and s.group != "analysis"
+
+
 def batches(stages: list[Stage], jobs: int) -> list[list[Stage]]:
-    """Consecutive light stages (not :data:`HEAVY_GROUPS`, not the analysis) in groups of up to ``jobs``, which run
-    at once, each on one BLAS thread; every other stage alone. A light stage only reads what a heavy stage before
-    it wrote (the statistics and features of cache.py), so the order of the plan is kept between groups."""
+    """The order of execution: each heavy stage (:data:`HEAVY_GROUPS`, the analysis) alone; each run of consecutive
+    light stages in groups of up to ``jobs`` that run at once, each on one BLAS thread. Two stages that write one
+    directory (each script locks its output directory) never share a group and keep their order: the run is split
+    into one queue per directory and the groups take the heads of the first ``jobs`` queues. A light stage only
+    reads what a heavy stage before it wrote (cache.py's statistics and features)."""
     out: list[list[Stage]] = []
-    for s in stages:
-        light = s.group not in HEAVY_GROUPS and s.group not in ALWAYS_RUN and s.group != "analysis"
-        prev = out[-1] if out else None
-        if light and prev and len(prev) < jobs and all(
-                p.group not in HEAVY_GROUPS and p.group not in ALWAYS_RUN and p.group != "analysis" for p in prev):
-            prev.append(s)
-        else:
+    run: list[Stage] = []
+    for s in [*stages, None]:
+        if s is not None and _light(s):
+            run.append(s)
+            continue
+        queues: dict = {}
+        for r in run:
+            queues.setdefault(r.outputs[0].parent if r.outputs else r.key, []).append(r)
+        while queues:
+            heads = list(queues)[:jobs]
+            out.append([queues[k].pop(0) for k in heads])
+            queues = {k: q for k, q in queues.items() if q}
+        run = []
+        if s is not None:
             out.append([s])
     return out
 

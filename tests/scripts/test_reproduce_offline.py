@@ -109,16 +109,25 @@ def test_code_digest_follows_the_stage_code_not_the_analysis_code(tmp_path):
 
 
 def test_light_stages_run_in_groups_heavy_ones_alone(tmp_path, monkeypatch):
-    st = lambda key, group: ro.Stage(key, ["python", key], [], group)  # noqa: E731
-    plan = [st("c1", "cache"), st("k1", "ksweep"), st("k2", "ksweep"), st("s1", "scores"), st("c2", "cache"),
-            st("t1", "tolerance"), st("l1", "lora"), st("a1", "analysis"), st("a2", "analysis"), st("r", "report")]
+    def st(key, group, out=None):
+        return ro.Stage(key, ["python", key], [tmp_path / (out or key) / "x.csv"], group)
+
+    # stages writing one directory (train/) never run together (each script locks its output directory)
+    plan = [st("c1", "cache"), st("k1", "ksweep", "train"), st("k2", "ksweep", "train"), st("s1", "scores", "train"),
+            st("lin", "linear"), st("c2", "cache"), st("x1", "tolerance", "x"), st("x2", "tolerance", "x"),
+            st("y1", "tolerance", "y"), st("y2", "tolerance", "y"), st("l1", "lora"), st("a1", "analysis"),
+            st("a2", "analysis"), st("r", "report")]
     groups = [[s.key for s in b] for b in ro.batches(plan, 2)]
-    assert groups == [["c1"], ["k1", "k2"], ["s1"], ["c2"], ["t1"], ["l1"], ["a1"], ["a2"], ["r"]]
-    assert [[s.key for s in b] for b in ro.batches(plan, 1)] == [[s.key] for s in plan]
+    assert groups == [["c1"], ["k1", "lin"], ["k2"], ["s1"], ["c2"], ["x1", "y1"], ["x2", "y2"], ["l1"], ["a1"],
+                      ["a2"], ["r"]]
+    assert [[s.key for s in b] for b in ro.batches(plan, 1)] == [
+        ["c1"], ["k1"], ["k2"], ["s1"], ["lin"], ["c2"], ["x1"], ["x2"], ["y1"], ["y2"], ["l1"], ["a1"], ["a2"], ["r"]]
     # two light stages of one group overlap in time
     script = ("import sys, time, pathlib; t = time.time(); time.sleep(1.0); "
               "pathlib.Path(sys.argv[1]).write_text(f'{t} {time.time()}')")
-    outs = [tmp_path / "x.txt", tmp_path / "y.txt"]
+    outs = [tmp_path / "x" / "x.txt", tmp_path / "y" / "y.txt"]
+    for o in outs:
+        o.parent.mkdir()
     stages = [ro.Stage(o.stem, [sys.executable, "-c", script, str(o)], [o], "ksweep") for o in outs]
     monkeypatch.setattr(ro, "plan", lambda args: stages)
     assert ro.main(ro.parse_args(["--output_dir", str(tmp_path / "runs"), "--jobs", "2"])) == 0
