@@ -49,6 +49,9 @@ version (:func:`code_digest`: the sha256 of the code the stages run; the git com
 script is itself resumable (cache shards, training checkpoints), so rerunning the command after an
 interruption continues where it stopped. Each stage's log goes to ``{output_dir}/logs/``.
 
+Light stages (K_sweep, scores, probes, tolerance sweeps) run ``--jobs`` at a time (:func:`batches`), each on one
+BLAS thread; cache.py, LoRA and the analysis run alone.
+
 Caps (offline preset): texts are cut to ``MAX_LENGTH`` tokens; per model a seeded class-stratified subset of
 ``CAPS[model]`` (train, test) texts (the forward pass of qwen2.5-coder-0.5b costs ~3× that of the two
 smaller models on a CPU, so it gets fewer texts; other models ``DEFAULT_CAPS``). ``--scale`` multiplies every
