@@ -690,7 +690,9 @@ def timing_section(times: pd.DataFrame, summary: dict) -> list[str]:
     return L + [markdown_table(rows, ["stage (minutes)"] + cols + ["all"]), "",
                 f"Total: **{summary['timings_total_s'] / 60:.0f} min** of stage time: the last finished run of each "
                 "stage (each stage's own record: cache.py's `meta.json`, the runner's `stages.json`); runs a later "
-                "invocation replaced are not counted. Runner invocations: "
+                "invocation replaced are not counted. Light stages (K_sweep, scores, probes, tolerance sweeps) may run "
+                "two at a time (the runner's `--jobs`), so their times overlap and the elapsed time of the invocations "
+                "is shorter. Runner invocations (start, stages run, stages up to date, elapsed): "
                 + ("; ".join(f"{i.get('started')} ({i.get('ran')} run, {i.get('skipped')} up to date, "
                              f"{(i.get('seconds') or 0) / 60:.1f} min)" for i in summary["invocations"]) or "–") + ".",
                 ""]
