@@ -129,19 +129,26 @@ def is_in_sample(metric: str) -> bool:
     return metric.startswith("probe_train_") or any(c.in_sample and c.metric == metric for c in CLAIMS)
 
 
-def claim_datasets(info: pd.DataFrame, claim: Claim, model: str) -> tuple[list[str], dict]:
-    """The datasets of ``model`` a claim is tested on, and those left out (why -> names)."""
+def metric_datasets(info: pd.DataFrame, metric: str, model: str, one_per_source: bool = True
+                    ) -> tuple[list[str], dict]:
+    """The datasets of ``model`` a metric is tested on -- those with the metric, for an in-sample metric only those
+    with N >= 2(d + 1), one per source unless ``one_per_source`` is False -- and those left out (why -> names)."""
     rows = info[info["model"] == model]
-    have = rows[rows[claim.metric].notna()] if claim.metric in rows else rows.iloc[:0]
+    have = rows[rows[metric].notna()] if metric in rows else rows.iloc[:0]
     left = {"without_metric": sorted(set(rows["dataset"]) - set(have["dataset"]))}
-    if is_in_sample(claim.metric) and "in_sample_informative" in have:
+    if is_in_sample(metric) and "in_sample_informative" in have:
         ok = ~have["in_sample_informative"].astype(str).str.lower().isin(["false", "0", "0.0"])  # unknown: kept
         left["uninformative_in_sample"] = sorted(have.loc[~ok, "dataset"])
         have = have[ok]
     sources = dict(zip(have["dataset"], have["dataset_source"]))
-    chosen = headline_datasets(sources, sources)
+    chosen = headline_datasets(sources, sources) if one_per_source else sorted(sources)
     left["same_source"] = sorted(set(sources) - set(chosen))
     return chosen, left
+
+
+def claim_datasets(info: pd.DataFrame, claim: Claim, model: str) -> tuple[list[str], dict]:
+    """The datasets of ``model`` a claim is tested on, and those left out (:func:`metric_datasets`)."""
+    return metric_datasets(info, claim.metric, model)
 
 
 # ------------------------------------------------------------------------------------------------

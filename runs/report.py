@@ -527,7 +527,7 @@ def reliabilities(info: pd.DataFrame, pairs, settings: dict) -> dict:
         if metric not in info:
             out[(model, metric)] = "n/a"
             continue
-        datasets, _ = claims.claim_datasets(info, claims.Claim("", "", metric, "ntps"), model)
+        datasets, _ = claims.metric_datasets(info, metric, model)
         rel = claims.metric_reliability(info, model, metric, datasets, claims.Settings(**settings))
         out[(model, metric)] = (f"{fmt(rel['median'], '.2f')} ({fmt(rel['q05'], '.2f')}–{fmt(rel['q95'], '.2f')})"
                                 if rel.get("median") is not None else "n/a")

@@ -171,23 +171,16 @@ def evaluate(table: pd.DataFrame, metric: str, sign: int, args, say, plot_dir: P
 
 
 def _datasets(rows: pd.DataFrame, metric: str, args, say) -> list[str]:
-    """The datasets of one model with the metric: one per source unless ``--all_datasets``; for an in-sample
-    metric only those with N >= 2(d + 1) (:func:`ntps.claims.is_in_sample`)."""
-    info = claims.per_dataset(rows)
-    info = info[info[metric].notna()]
-    if claims.is_in_sample(metric) and "in_sample_informative" in info:
-        ok = ~info["in_sample_informative"].astype(str).str.lower().isin(["false", "0", "0.0"])
-        if not ok.all():
-            say(f"{rows['model'].iloc[0]}/{metric}: in-sample metric, left out the datasets with N < 2(d + 1) "
-                f"{sorted(info.loc[~ok, 'dataset'])}")
-        info = info[ok]
-    if getattr(args, "all_datasets", False):
-        return sorted(info["dataset"])
-    sources = dict(zip(info["dataset"], info["dataset_source"]))
-    keep = claims.headline_datasets(sources, sources)
-    if len(keep) < len(sources):
-        say(f"{rows['model'].iloc[0]}/{metric}: one dataset per source, left out "
-            f"{sorted(set(sources) - set(keep))} (--all_datasets keeps them)")
+    """The datasets of one model with the metric (:func:`ntps.claims.metric_datasets`): one per source unless
+    ``--all_datasets``; for an in-sample metric only those with N >= 2(d + 1)."""
+    model = rows["model"].iloc[0]
+    keep, left = claims.metric_datasets(claims.per_dataset(rows), metric, model,
+                                        one_per_source=not getattr(args, "all_datasets", False))
+    if left.get("uninformative_in_sample"):
+        say(f"{model}/{metric}: in-sample metric, left out the datasets with N < 2(d + 1) "
+            f"{left['uninformative_in_sample']}")
+    if left["same_source"]:
+        say(f"{model}/{metric}: one dataset per source, left out {left['same_source']} (--all_datasets keeps them)")
     return keep
 
 
