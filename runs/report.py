@@ -669,15 +669,28 @@ def lora_section(lora: pd.DataFrame) -> list[str]:
     rows = [[r["model"], r["dataset"], fmt(r.get("linear_acc")), fmt(r.get("lora_acc")), fmt(r.get("gain"), "+.3f"),
              f"{fmt(r.get('layer'), 'd')}, {fmt(r.get('fraction'), 'g')}", fmt(r.get("ntps_before")),
              fmt(r.get("ntps_after")), fmt(r.get("chance"))] for _, r in lora.iterrows()]
-    budget = "; ".join(
-        f"{r['dataset']}: {fmt(r['steps'], 'd')} steps × batch {fmt(r.get('batch_size'), 'd')}, lr "
-        f"{fmt(r.get('lr'), 'g')}, {fmt(r.get('max_length'), 'd')} tokens, {fmt(r.get('n_train'), 'd')} train / "
-        f"{fmt(r.get('n_test'), 'd')} test texts, training {fmt(r.get('lora_train_s', np.nan) / 60, '.1f')} min"
-        for _, r in lora.iterrows() if pd.notna(r.get("steps")))
+    budget = lora_budget(lora)
     return L + [markdown_table(rows, ["model", "dataset", "linear acc", "LoRA acc", "gain", "layer, f", "NTPS before",
                                       "NTPS after", "chance"]), "",
                 f"LoRA budget: {budget or '–'} (r 32, α 32, q/k/v of every block, Adafactor + cosine as in the paper). "
                 "The cell shown is the largest NTPS-before margin over chance (runs/ntps_lora.py).", ""]
+
+
+def lora_budget(lora: pd.DataFrame) -> str:
+    """One line per distinct LoRA budget (steps × batch, lr, tokens) with its runs' texts and training minutes."""
+    keys = ["steps", "batch_size", "lr", "max_length"]
+    if not set(keys + ["n_train", "n_test", "lora_train_s"]) <= set(lora):
+        return ""
+    parts = []
+    for key, g in lora.dropna(subset=["steps"]).groupby(keys, dropna=False):
+        b = dict(zip(keys, key))
+        mins = g["lora_train_s"] / 60
+        parts.append(f"{fmt(b['steps'], 'd')} steps × batch {fmt(b.get('batch_size'), 'd')}, lr {fmt(b.get('lr'), 'g')}, "
+                     f"{fmt(b.get('max_length'), 'd')} tokens on {len(g)} dataset(s) "
+                     f"({fmt(g['n_train'].min(), 'd')}–{fmt(g['n_train'].max(), 'd')} train / "
+                     f"{fmt(g['n_test'].min(), 'd')}–{fmt(g['n_test'].max(), 'd')} test texts; training "
+                     f"{fmt(mins.min(), '.1f')}–{fmt(mins.max(), '.1f')} min per run)")
+    return "; ".join(parts)
 
 
 def timing_section(times: pd.DataFrame, summary: dict) -> list[str]:

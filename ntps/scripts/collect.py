@@ -397,8 +397,9 @@ def lora_runs(root: str | Path) -> pd.DataFrame:
     rows = []
     for path in sorted(Path(root).glob("*/*/ntps_lora.csv")):
         info = read_json(path.with_suffix(".json"))
-        res_path = Path(info.get("lora_results", path.parent / "lora" / "results.json"))
-        res = read_json(res_path)
+        # the recorded path is relative to the working directory of that run: the file beside the summary first
+        beside = path.parent / "lora" / "results.json"
+        res = read_json(beside if beside.is_file() else Path(info.get("lora_results", beside)))
         cfg = res.get("config", {})
         for row in pd.read_csv(path).to_dict("records"):
             rows.append({**row, "steps": res.get("steps"), "lr": cfg.get("lr"), "batch_size": cfg.get("batch_size"),

@@ -116,7 +116,8 @@ def test_collect_reads_the_lora_outputs(tmp_path):
                                                           "config": {"lr": 5e-4, "batch_size": 8}}))
     pd.DataFrame([{"model": "m", "dataset": "d", "layer": 1, "fraction": 0.25, "ntps_before": 0.5,
                    "ntps_after": 0.6, "gain": 0.1}]).to_csv(ds / "ntps_lora.csv", index=False)
-    (ds / "ntps_lora.json").write_text(json.dumps({"lora_results": str(ds / "lora" / "results.json")}))
+    # recorded relative to the run's working directory, which need not be the reader's
+    (ds / "ntps_lora.json").write_text(json.dumps({"lora_results": "outputs/offline/m/d/lora/results.json"}))
     t = collect.collect(tmp_path)
     after = t[t.score == "ntps_raw_descending_after_lora"]
     assert len(after) == 4 and (after.model == "m").all() and (after.lora_test_acc == 0.9).all()

@@ -173,3 +173,14 @@ def test_every_table_header_matches_its_rows(results_dir):
 def test_regenerate_refuses_a_directory_without_the_committed_inputs(tmp_path):
     with pytest.raises(ValueError, match="collected.csv.gz is missing"):
         report.regenerate(tmp_path)
+
+
+def test_lora_budget_line_groups_identical_budgets():
+    """The LoRA section states each distinct budget once with its runs' text counts and training minutes; runs
+    without a recorded budget are left out, and a table without budget columns gives no line."""
+    lora = pd.DataFrame({"dataset": ["a", "b", "c"], "steps": [200, 200, None], "batch_size": [8, 8, None],
+                         "lr": [5e-4, 5e-4, None], "max_length": [64, 64, None], "n_train": [1500, 685, None],
+                         "n_test": [500, 293, None], "lora_train_s": [120.0, 300.0, None]})
+    assert report.lora_budget(lora) == ("200 steps × batch 8, lr 0.0005, 64 tokens on 2 dataset(s) (685–1500 train / "
+                                        "293–500 test texts; training 2.0–5.0 min per run)")
+    assert report.lora_budget(lora.drop(columns=["steps"])) == ""
