@@ -380,9 +380,11 @@ def code_lines(summary: dict) -> list[str]:
     same = codes == [str(here.get("code"))]
     return ["Stage code (sha256 of the code the stages run, `runs/reproduce_offline.py` `code_digest`): "
             + ", ".join(f"`{c[:12]}`" for c in codes) + "; stages run at commit " + "; ".join(commits)
-            + f". The report was exported at commit `{short(here.get('git_commit'))}`, whose stage code is "
-            f"`{str(here.get('code'))[:12]}`: "
-            + ("**the same** — every stage ran this commit's code." if same else "**not the same** for every stage.")]
+            + " (the runner's wall time per stage, process start-up included; the stage-time table below uses each "
+            f"stage's own record). The report was exported at commit `{short(here.get('git_commit'))}`, whose stage "
+            f"code is `{str(here.get('code'))[:12]}`: "
+            + ("**the same** — every stage ran the stage code this commit has (the same digest; the analysis and "
+               "report code are not part of it)." if same else "**not the same** for every stage.")]
 
 
 CLAIM_HEADER = ["model", "datasets", "r_sel (null 95 %)", "selected cell (ties)", "family-wise p", "floor",
