@@ -72,6 +72,10 @@ def write_table(table: pd.DataFrame, path: Path) -> None:
 def export(root: Path, report_dir: Path, command: str, settings: claims.Settings, tolerance: dict | None = None
            ) -> None:
     """Copy the inputs of :func:`regenerate` from the run tree ``root`` into ``report_dir`` (module docstring)."""
+    # the checkout's state before anything is written: re-exporting into a committed report_dir must not read
+    # its own half-written files as uncommitted changes (+dirty)
+    here = {"environment": environment_info(), "report_code": {"code": reproduce_offline.code_digest(),
+                                                               "git_commit": git_commit()}}
     report_dir.mkdir(parents=True, exist_ok=True)
     for old in report_dir.glob("collected_*.csv.gz"):
         old.unlink()
@@ -81,11 +85,11 @@ def export(root: Path, report_dir: Path, command: str, settings: claims.Settings
     _csv(collect.lora_runs(root), report_dir / "lora.csv")
     _csv(collect.stage_times(root), report_dir / "timings.csv")
     write_json(report_dir / RUN, {"command": command, "report_dir": report_dir.as_posix(),
-                                  "environment": environment_info(),
+                                  "environment": here["environment"],
                                   "machine": {"cpus": _cpus(), "platform": platform.platform()},
                                   "invocations": collect.stage_record(root).get("invocations", []),
                                   "stage_code": stage_code(collect.stage_record(root)),
-                                  "report_code": {"code": reproduce_offline.code_digest(), "git_commit": git_commit()},
+                                  "report_code": here["report_code"],
                                   "analysis": vars(settings)})
 
 

@@ -184,3 +184,15 @@ def test_lora_budget_line_groups_identical_budgets():
     assert report.lora_budget(lora) == ("200 steps × batch 8, lr 0.0005, 64 tokens on 2 dataset(s) (685–1500 train / "
                                         "293–500 test texts; training 2.0–5.0 min per run)")
     assert report.lora_budget(lora.drop(columns=["steps"])) == ""
+
+
+def test_export_reads_the_checkout_state_before_writing(tmp_path, monkeypatch):
+    """Re-exporting into a committed report directory: the git state is read before any file is written, so the
+    report's own new files are not taken for uncommitted changes (+dirty)."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    synthetic_table(np.random.default_rng(1)).to_csv(runs / "collected.csv", index=False)
+    out = tmp_path / "results"
+    monkeypatch.setattr(report, "git_commit", lambda: "abc" + ("+dirty" if out.exists() else ""))
+    report.export(runs, out, "cmd", SETTINGS)
+    assert json.loads((out / report.RUN).read_text())["report_code"]["git_commit"] == "abc"
