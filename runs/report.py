@@ -17,6 +17,7 @@ says which files differ; the figures are not compared).
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import platform
@@ -64,9 +65,10 @@ ALPHA = analysis.ALPHA
 # ------------------------------------------------------------------------------------------------
 
 def write_table(table: pd.DataFrame, path: Path) -> None:
-    """A long table as gzip-compressed CSV with a fixed header time (the same table gives the same bytes)."""
+    """A long table as gzip-compressed CSV with no file name and a fixed time in the gzip header (the same table
+    gives the same bytes, whatever the temporary file it is written through)."""
     with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False, compression={"method": "gzip", "mtime": 0})
+        Path(tmp).write_bytes(gzip.compress(table.to_csv(index=False).encode(), mtime=0))
 
 
 def export(root: Path, report_dir: Path, command: str, settings: claims.Settings, tolerance: dict | None = None

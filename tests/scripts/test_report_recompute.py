@@ -196,3 +196,13 @@ def test_export_reads_the_checkout_state_before_writing(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "git_commit", lambda: "abc" + ("+dirty" if out.exists() else ""))
     report.export(runs, out, "cmd", SETTINGS)
     assert json.loads((out / report.RUN).read_text())["report_code"]["git_commit"] == "abc"
+
+
+def test_long_table_bytes_depend_on_the_table_only(tmp_path):
+    """write_table: the same table gives the same bytes at any path (no temporary file name or time in the gzip
+    header), and it reads back unchanged."""
+    table = pd.DataFrame({"model": ["m", "m"], "value": [0.5, 0.25]})
+    report.write_table(table, tmp_path / "a.csv.gz")
+    report.write_table(table, tmp_path / "other.csv.gz")
+    assert (tmp_path / "a.csv.gz").read_bytes() == (tmp_path / "other.csv.gz").read_bytes()
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a.csv.gz"), table)
