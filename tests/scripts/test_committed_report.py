@@ -27,8 +27,10 @@ def test_committed_report_ran_one_clean_code_version(repo_root):
                 ["per_dataset"]}) >= 17
 
 
-CLAIM_OF_ROW = {"NTPS vs held-out probe accuracy": "ntps_test_acc", "NTPS vs held-out normalised MSE": "ntps_test_nmse",
-                "NTPS vs LoRA gain (Fig. 3)": "ntps_lora_gain", "best baseline vs held-out accuracy": "baseline_test_acc"}
+CLAIM_OF_ROW = {"NTPS vs held-out probe accuracy": "ntps_test_acc",
+                "NTPS vs held-out normalised MSE": "ntps_test_nmse",
+                "NTPS vs LoRA gain (Fig. 3)": "ntps_lora_gain",
+                "best baseline vs held-out accuracy": "baseline_test_acc"}
 SUPERSCRIPT = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻", "0123456789-")
 
 
