@@ -146,11 +146,6 @@ def metric_datasets(info: pd.DataFrame, metric: str, model: str, one_per_source:
     return chosen, left
 
 
-def claim_datasets(info: pd.DataFrame, claim: Claim, model: str) -> tuple[list[str], dict]:
-    """The datasets of ``model`` a claim is tested on, and those left out (:func:`metric_datasets`)."""
-    return metric_datasets(info, claim.metric, model)
-
-
 # ------------------------------------------------------------------------------------------------
 # Families
 # ------------------------------------------------------------------------------------------------
@@ -311,10 +306,10 @@ def evaluate_claim(table: pd.DataFrame, info: pd.DataFrame, claim: Claim, model:
                    datasets=None, lodo_null: bool = True, cache: dict | None = None) -> dict:
     """Every statistic of one claim for one model (the module docstring); JSON-able.
 
-    ``datasets`` overrides :func:`claim_datasets` (the sensitivity checks); without ``lodo_null`` the LODO
+    ``datasets`` overrides :func:`metric_datasets` (the sensitivity checks); without ``lodo_null`` the LODO
     null (the slow part) is skipped.
     """
-    chosen, left = claim_datasets(info, claim, model)
+    chosen, left = metric_datasets(info, claim.metric, model)
     datasets = chosen if datasets is None else sorted(datasets)
     out = {"claim": claim.key, "label": claim.label, "metric": claim.metric, "family": claim.family,
            "in_sample": claim.in_sample, "model": model, "n_datasets": len(datasets), "datasets": datasets,
@@ -366,7 +361,7 @@ def evaluate_claim_joint(table: pd.DataFrame, info: pd.DataFrame, claim: Claim, 
     """One family-wise p over every model's family (the datasets every model has, permuted together). Models with
     fewer than MIN_DATASETS datasets for the claim are left out (e.g. a model whose caps leave no dataset with
     N >= 2(d + 1) for an in-sample claim). No LODO: the verdict is "argmax only" at best."""
-    per_model = {m: claim_datasets(info, claim, m)[0] for m in models}
+    per_model = {m: metric_datasets(info, claim.metric, m)[0] for m in models}
     per_model = {m: v for m, v in per_model.items() if len(v) >= MIN_DATASETS}
     models = list(per_model)
     common = sorted(set.intersection(*(set(v) for v in per_model.values()))) if per_model else []
@@ -426,7 +421,7 @@ def source_sensitivity(table, info, claim: Claim, models, settings: Settings, ca
     shared source swapped in for the headline one (no LODO null)."""
     out = []
     for model in models:
-        chosen, left = claim_datasets(info, claim, model)
+        chosen, left = metric_datasets(info, claim.metric, model)
         if not left["same_source"] or len(chosen) < MIN_DATASETS:
             continue
         src = info[info["model"] == model].set_index("dataset")["dataset_source"]

@@ -86,11 +86,12 @@ def export(root: Path, report_dir: Path, command: str, settings: claims.Settings
         write_table(pd.read_csv(path, low_memory=False), report_dir / f"collected_{label}.csv.gz")
     _csv(collect.lora_runs(root), report_dir / "lora.csv")
     _csv(collect.stage_times(root), report_dir / "timings.csv")
+    record = collect.stage_record(root)
     write_json(report_dir / RUN, {"command": command, "report_dir": report_dir.as_posix(),
                                   "environment": here["environment"],
                                   "machine": {"cpus": _cpus(), "platform": platform.platform()},
-                                  "invocations": collect.stage_record(root).get("invocations", []),
-                                  "stage_code": stage_code(collect.stage_record(root)),
+                                  "invocations": record.get("invocations", []),
+                                  "stage_code": stage_code(record),
                                   "report_code": here["report_code"],
                                   "analysis": vars(settings)})
 
@@ -693,8 +694,8 @@ def lora_budget(lora: pd.DataFrame) -> str:
     for key, g in lora.dropna(subset=["steps"]).groupby(keys, dropna=False):
         b = dict(zip(keys, key))
         mins = g["lora_train_s"] / 60
-        parts.append(f"{fmt(b['steps'], 'd')} steps × batch {fmt(b.get('batch_size'), 'd')}, lr {fmt(b.get('lr'), 'g')}, "
-                     f"{fmt(b.get('max_length'), 'd')} tokens on {len(g)} dataset(s) "
+        parts.append(f"{fmt(b['steps'], 'd')} steps × batch {fmt(b['batch_size'], 'd')}, lr {fmt(b['lr'], 'g')}, "
+                     f"{fmt(b['max_length'], 'd')} tokens on {len(g)} dataset(s) "
                      f"({fmt(g['n_train'].min(), 'd')}–{fmt(g['n_train'].max(), 'd')} train / "
                      f"{fmt(g['n_test'].min(), 'd')}–{fmt(g['n_test'].max(), 'd')} test texts; training "
                      f"{fmt(mins.min(), '.1f')}–{fmt(mins.max(), '.1f')} min per run)")

@@ -75,6 +75,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ntps import cli
+from ntps.data import OFFLINE_DATASETS, independent_datasets
 from ntps.io import git_commit, run_dir, slugify, write_json
 from ntps.linalg import DEFAULT_RCOND
 
@@ -88,8 +89,6 @@ def offline_datasets() -> list[str]:
     """The offline preset's datasets: one per source (:func:`ntps.data.independent_datasets`, registry order: the
     headline analysis), then the other members of a shared source for the sensitivity line (rotten-tomatoes, the
     texts of vader-movies' source). The ``-3class`` relabellings of the VADER sets are left out."""
-    from ntps.data import OFFLINE_DATASETS, independent_datasets
-
     names = [n for n in OFFLINE_DATASETS if not n.endswith("-3class")]
     first = independent_datasets(names)
     return first + [n for n in names if n not in first]
