@@ -216,10 +216,12 @@ def check_symmetric_psd_shape(B: torch.Tensor, name: str, rtol: float = 1e-8) ->
 
 
 def _max_asymmetry(B: torch.Tensor, block: int = 256) -> float:
-    """max |B - Bᵀ|, comparing each strip above the diagonal with its mirror (cache-sized pieces:
-    a whole transposed difference reads memory with a stride of d)."""
+    """max |B - Bᵀ|, comparing each tile above the diagonal with its mirror (tiles small enough that the
+    transposed read stays in cache; a whole transposed difference reads memory with a stride of d)."""
     n = B.shape[0]
-    return max(float((B[i:i + block, i:] - B[i:, i:i + block].T).abs().max()) for i in range(0, n, block))
+    tiles = [(B[i:i + block, j:j + block] - B[j:j + block, i:i + block].T).abs().amax()
+             for i in range(0, n, block) for j in range(i, n, block)]
+    return float(torch.stack(tiles).max())
 
 
 def _lanczos(op, like: torch.Tensor, steps: int, deflate: torch.Tensor | None = None):
@@ -258,11 +260,11 @@ def _lanczos_slack(steps: int, n: int) -> float:
     return min(0.999, (np.log(1.648 * np.sqrt(n) / LANCZOS_FAILURE) / (2 * steps - 1)) ** 2)
 
 
-def _scaled_fro(B: torch.Tensor, s: torch.Tensor, block: int = 256) -> float:
-    """‖S B S‖_F (an upper bound on λ_max of the Jacobi-scaled matrix), by strips of rows."""
+def _scaled_fro(B: torch.Tensor, s: torch.Tensor, block: int = 128) -> float:
+    """‖S B S‖_F (an upper bound on λ_max of the Jacobi-scaled matrix): ``Σ_i s_i² (B∘B s²)_i``, by strips of
+    rows that stay in cache (one read of B)."""
     s2 = s * s
-    return float(sum(((B[i:i + block] * s).square().sum(1) * s2[i:i + block]).sum()
-                     for i in range(0, B.shape[0], block))) ** 0.5
+    return float(sum((B[i:i + block].square() @ s2) @ s2[i:i + block] for i in range(0, B.shape[0], block))) ** 0.5
 
 
 def _bracket_lambda_max(op, like: torch.Tensor, fro: float, steps: int) -> tuple[float, float]:
@@ -377,14 +379,14 @@ def whiten(B: torch.Tensor, *, rcond: float = DEFAULT_RCOND, atol: float | None 
     return Whitener(s=s, rank=r, tol=tol, lambda_max=lam_max, method="eigh", Q=Q[:, :r], b=b[:r])
 
 
-def _gram_lower(G: torch.Tensor, blocks: int = 8) -> torch.Tensor:
-    """The lower triangle of ``G Gᵀ`` (G (n, m) -> (n, n), zeros above the diagonal blocks), by
+def _gram_lower(G: torch.Tensor, blocks: int = 8, alpha: float = 1.0) -> torch.Tensor:
+    """The lower triangle of ``alpha · G Gᵀ`` (G (n, m) -> (n, n), zeros above the diagonal blocks), by
     block rows: about half the product's cost, and all that ``torch.linalg.eigh`` reads."""
     n = G.shape[0]
     K = torch.zeros(n, n, dtype=G.dtype, device=G.device)
     h = max(1, -(-n // blocks))
     for i in range(0, n, h):
-        K[i:i + h, :i + h] = G[i:i + h] @ G[:i + h].T
+        K[i:i + h, :i + h] = (G[i:i + h] if alpha == 1.0 else alpha * G[i:i + h]) @ G[:i + h].T
     return K
 
 
@@ -458,9 +460,10 @@ def generalized_eigh(B, *, A=None, A_factor=None, rcond: float = DEFAULT_RCOND, 
         Y, sv, _ = torch.linalg.svd(wh.t_apply(F), full_matrices=False)  # (r, m), (m,)
         lam = sv**2
     else:
-        K = _gram_lower(wh.t_apply(F)) if A_factor is not None else wh.t_apply(wh.t_apply(A).T)  # Wᵀ A W
+        # −Wᵀ A W: its ascending eigenvalues are −λ in descending order (no reversed copy of the vectors)
+        K = _gram_lower(wh.t_apply(F), alpha=-1.0) if A_factor is not None else wh.t_apply(wh.t_apply(A).T).neg_()
         lam, Y = torch.linalg.eigh(K)  # reads the lower triangle only: no symmetrisation needed
-        lam, Y = lam.flip(0), Y.flip(1)
+        lam = lam.neg_()
     c = int((lam > rel * lam[0]).sum()) if lam[0] > 0 else 0
     if only_nonzero and order == "descending":
         return GeneralizedEig(lam[:c], Y[:, :c], wh, c, order)
