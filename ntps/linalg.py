@@ -75,13 +75,15 @@ class Whitener:
     Apply it with :meth:`apply` / :meth:`t_apply` (triangular solves instead of an explicit inverse);
     :meth:`to_whitened` maps a direction v to ``Wᵀ B v`` (``B^{1/2} v`` up to a rotation). ``rank = r``;
     ``tol`` the threshold on the scaled eigenvalues and ``lambda_max`` λ_max(Bs) (on the Cholesky paths
-    upper bounds: ``‖Bs‖_F`` or the bound of :func:`_cholesky_whitener`)."""
+    upper bounds: ``‖Bs‖_F`` or the bound of :func:`_cholesky_whitener`); ``lambda_min`` a lower bound on
+    λ_min(Bs) (the Lanczos bound of the Cholesky path; 0 when none is known: deflated path)."""
 
     s: torch.Tensor
     rank: int
     tol: float
     lambda_max: float
     method: str  # "cholesky", "deflated" or "eigh"
+    lambda_min: float = 0.0
     L: torch.Tensor | None = None
     Q: torch.Tensor | None = None
     b: torch.Tensor | None = None
@@ -133,6 +135,16 @@ class Whitener:
         s_inv = torch.where(self.s > 0, 1.0 / self.s.clamp_min(torch.finfo(self.s.dtype).tiny),
                             torch.zeros_like(self.s))
         return self.b.sqrt()[:, None] * (self.Q.T @ (s_inv[:, None] * V))
+
+    def gram_bounds(self) -> tuple[float, float]:
+        """Lower bounds on the smallest eigenvalue of the Gram matrix ``ZᵀZ`` of ``Z = W Y`` (:meth:`apply`) and of
+        ``Z = `` :meth:`complement` ``(Y)``, for any Y with orthonormal columns (0 when nothing is known):
+        ``σ_min(W)² ≥ min(s)² / λ_max(Bs)`` (``W = S W_s`` with ``W_sᵀ Bs W_s = I``) and, on the Cholesky paths,
+        ``σ_min(L)² = λ_min(B) ≥ λ_min(Bs) / max(s)²`` (``B = S⁻¹ Bs S⁻¹``). They certify the normal-equation
+        path of :func:`ntps.score._nested_captured`."""
+        lo, hi = (float(x) for x in torch.aminmax(self.s))
+        forward = lo * lo / self.lambda_max if self.lambda_max > 0 else 0.0
+        return forward, (self.lambda_min / (hi * hi) if self.L is not None and hi > 0 else 0.0)
 
     @property
     def W(self) -> torch.Tensor:
@@ -297,8 +309,9 @@ def _cholesky_whitener(B: torch.Tensor, L: torch.Tensor, s: torch.Tensor, rcond:
     ritz = _lanczos(inverse, B, LANCZOS_STEPS)
     tol = float(atol) if atol is not None else rcond * fro
     mu_max = float(ritz[0][0])  # > 0 for a positive definite B; guarded against round-off anyway
-    if mu_max > 0 and (1 - _lanczos_slack(LANCZOS_STEPS, d)) / mu_max - rnd > tol:
-        return Whitener(s=s, rank=d, tol=tol, lambda_max=fro, method="cholesky", L=L)
+    lam_min = (1 - _lanczos_slack(LANCZOS_STEPS, d)) / mu_max - rnd if mu_max > 0 else 0.0
+    if lam_min > tol:
+        return Whitener(s=s, rank=d, tol=tol, lambda_max=fro, method="cholesky", lambda_min=lam_min, L=L)
     for steps in (LANCZOS_STEPS, LANCZOS_STEPS_NEAR):
         lam = (fro, fro) if atol is not None else _bracket_lambda_max(lambda X: s1 * (B @ (s1 * X)), B, fro, steps)
         tols = (atol, atol) if atol is not None else (rcond * lam[0], rcond * lam[1])
@@ -324,10 +337,11 @@ def _deflated_whitener(L, s, inverse, ritz, tols: tuple[float, float], lam_max: 
     if m > DEFLATE_MAX:
         return None
     nu = float(_lanczos(inverse, L, steps, deflate=Z[:, :m])[0][0]) if m else float(mu[0])
-    if not (nu > 0 and (1 - eps) / nu - rnd > tols[1]):
+    lam_min = (1 - eps) / nu - rnd if nu > 0 else 0.0  # λ_min(Bs) on the complement of D (of Bs when m = 0)
+    if not lam_min > tols[1]:
         return None
     if not m:
-        return Whitener(s=s, rank=d, tol=tols[1], lambda_max=lam_max, method="cholesky", L=L)
+        return Whitener(s=s, rank=d, tol=tols[1], lambda_max=lam_max, method="cholesky", lambda_min=lam_min, L=L)
     gap = float(mu[m - 1]) - nu / (1 - eps)  # between the Ritz values of D and the rest of Bs⁻¹'s spectrum
     if not gap > 0 or float(torch.linalg.vector_norm(res[:m])) > DEFLATE_RTOL * gap:
         return None
@@ -379,15 +393,16 @@ def whiten(B: torch.Tensor, *, rcond: float = DEFAULT_RCOND, atol: float | None 
     return Whitener(s=s, rank=r, tol=tol, lambda_max=lam_max, method="eigh", Q=Q[:, :r], b=b[:r])
 
 
-def _gram_lower(G: torch.Tensor, blocks: int = 8, alpha: float = 1.0) -> torch.Tensor:
+def gram_lower(G: torch.Tensor, blocks: int = 8, alpha: float = 1.0) -> torch.Tensor:
     """The lower triangle of ``alpha · G Gᵀ`` (G (n, m) -> (n, n), zeros above the diagonal blocks), by
-    block rows: about half the product's cost, and all that ``torch.linalg.eigh`` reads."""
+    block rows of the upper triangle, returned transposed: about half the product's cost, all that
+    ``torch.linalg.eigh`` and ``cholesky`` read, in the column-major layout LAPACK takes without a transposed copy."""
     n = G.shape[0]
     K = torch.zeros(n, n, dtype=G.dtype, device=G.device)
     h = max(1, -(-n // blocks))
     for i in range(0, n, h):
-        K[i:i + h, :i + h] = (G[i:i + h] if alpha == 1.0 else alpha * G[i:i + h]) @ G[:i + h].T
-    return K
+        K[i:i + h, i:] = (G[i:i + h] if alpha == 1.0 else alpha * G[i:i + h]) @ G[i:].T
+    return K.mT
 
 
 def _lower_matmul(L: torch.Tensor, X: torch.Tensor, blocks: int = 8) -> torch.Tensor:
@@ -461,7 +476,7 @@ def generalized_eigh(B, *, A=None, A_factor=None, rcond: float = DEFAULT_RCOND, 
         lam = sv**2
     else:
         # −Wᵀ A W: its ascending eigenvalues are −λ in descending order (no reversed copy of the vectors)
-        K = _gram_lower(wh.t_apply(F), alpha=-1.0) if A_factor is not None else wh.t_apply(wh.t_apply(A).T).neg_()
+        K = gram_lower(wh.t_apply(F), alpha=-1.0) if A_factor is not None else wh.t_apply(wh.t_apply(A).T).neg_()
         lam, Y = torch.linalg.eigh(K)  # reads the lower triangle only: no symmetrisation needed
         lam = lam.neg_()
     c = int((lam > rel * lam[0]).sum()) if lam[0] > 0 else 0

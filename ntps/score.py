@@ -13,10 +13,11 @@ Conventions (documented in the README):
   :mod:`ntps.linalg`. ``k_U_nominal`` keeps the unclamped value.
 * ``NTPS = ‖P_V U_k‖²_F / ‖U_k‖²_F`` in raw coordinates (U columns Σ-orthonormal, as the
   reference), with chance level ``k_V / d``. ``k_U = 0`` or ``k_V = 0`` gives NaN.
-* Nested subspaces: one Householder QR of the ordered V, applied as ``Qᵀ U`` without forming
-  Q, serves every k through 2-D prefix sums; no projector or pseudo-inverse is formed per fraction.
-  On the Cholesky paths the larger k are served by a QR of the complement of span(V_k) instead
-  (:func:`_captured`), about a third less work.
+* Nested subspaces: one factorisation of the ordered V serves every k; no projector or pseudo-inverse
+  is formed per fraction. For the few label directions of the default order it is the Cholesky factor
+  of VᵀV (normal equations, every residual formed explicitly and its error certified, :func:`_nested_residuals`),
+  otherwise a Householder QR applied as ``Qᵀ U`` with 2-D prefix sums. On the Cholesky paths the larger
+  k are served by the complement of span(V_k) instead (:func:`_captured`).
 * The whitened variant (SPEC §2.2) uses the top-``label_rank`` perception directions in
   Σ-whitened coordinates and the bound ``λ_r r (1 − NTPS̃) ≤ Δ(V) ≤ λ_1 r (1 − NTPS̃)``.
 """
@@ -27,8 +28,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.linalg import solve_triangular
 
-from .linalg import DEFAULT_RCOND, GeneralizedEig, as_float64, check_symmetric_psd_shape, generalized_eigh, jacobi_scale
+from .linalg import (
+    DEFAULT_RCOND,
+    GeneralizedEig,
+    as_float64,
+    check_symmetric_psd_shape,
+    generalized_eigh,
+    gram_lower,
+    jacobi_scale,
+)
 
 DEFAULT_FRACTIONS = tuple(round(0.05 * i, 2) for i in range(1, 20))
 VARIANTS = ("raw", "whitened")
@@ -119,39 +129,89 @@ def _nested_coordinates(X: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor,
     return torch.ormqr(H, tau, Y, transpose=True)[: min(X.shape)], H.diagonal().abs()
 
 
-def _split(kV: np.ndarray, n: int, d: int) -> int:
-    """The largest k served by the forward QR of V (see :func:`_captured`); larger k use the complement.
-    Minimises the flops of both parts, ``2 m² (d − m/3)`` (Householder QR) + ``d² m`` (the triangular
-    map of the m columns they need)."""
+#: :func:`_nested_captured` takes the normal equations for at most this many columns of X (the label
+#: directions of the default order); their certified error must stay below CERTIFIED_RTOL · ‖x‖² per column.
+GRAM_MAX_COLUMNS = 64
+CERTIFIED_RTOL = 1e-12
+
+
+def _nested_residuals(Z: torch.Tensor, X: torch.Tensor, js: np.ndarray, lam_lb: float) -> torch.Tensor | None:
+    """``‖x_i − P_j x_i‖²`` (len(js), c) for every prefix size j in ``js`` and column x_i of X (d, c), P_j the
+    Euclidean projector onto span(Z[:, :j]) (Z (d, m)); None when the error certificate fails.
+
+    Normal equations of the nested least-squares problems: one Cholesky ``ZᵀZ = R Rᵀ`` serves every prefix
+    (``R[:j, :j]`` factors ``Z_jᵀ Z_j``), all GEMM-rich work (Householder QR runs at a third of GEMM speed).
+    The residual ``r = x − Z_j z`` is formed explicitly, so ``‖r‖² = ‖r*‖² + ‖Z_j δ‖²`` (r* the exact residual,
+    δ the error of z) with ``‖Z_j δ‖² ≤ ‖Z_jᵀ r‖² / λ_min(ZᵀZ) ≤ ‖Z_jᵀ r‖² / lam_lb`` (interlacing); up to two
+    refinement steps ``z += (Z_jᵀZ_j)⁻¹ Z_jᵀ r`` bring it below ``CERTIFIED_RTOL ‖x_i‖²``, or None is returned
+    (the caller takes Householder QR). ``lam_lb`` ≤ λ_min(ZᵀZ): :meth:`ntps.linalg.Whitener.gram_bounds`."""
+    if not lam_lb > 0:
+        return None
+    m, c, p = Z.shape[1], X.shape[1], len(js)
+    R, info = torch.linalg.cholesky_ex(gram_lower(Z.T))
+    if int(info):
+        return None
+    cols = torch.as_tensor(np.repeat(js, c), device=Z.device)
+    mask = (torch.arange(m, device=Z.device)[:, None] < cols[None, :]).to(Z.dtype)  # (m, p c): rows of prefix j
+    Xp, bound = X.repeat(1, p), CERTIFIED_RTOL * lam_lb * (X**2).sum(0).repeat(p)
+    solve = lambda G: solve_triangular(R.T, solve_triangular(R, G, upper=False) * mask, upper=True)  # noqa: E731
+    z = solve((Z.T @ X).repeat(1, p) * mask)
+    for _ in range(3):
+        res = Xp - Z @ z
+        G = (Z.T @ res) * mask
+        if bool(((G**2).sum(0) <= bound).all()):
+            return (res**2).sum(0).reshape(p, c)
+        z = z + solve(G)
+    return None
+
+
+def _nested_captured(Z: torch.Tensor, X: torch.Tensor, js: np.ndarray, cols: np.ndarray, lam_lb: float) -> np.ndarray:
+    """``‖P_j X[:, :cols[i]]‖²_F`` for j = js[i], P_j the Euclidean projector onto span(Z[:, :j]) (Z (d, m), X (d, c)):
+    by the certified normal equations (:func:`_nested_residuals`) for few columns, else (or when the certificate
+    fails) by one Householder QR of Z and 2-D prefix sums of ``(Qᵀ X)²``."""
+    uniq, at = np.unique(js, return_inverse=True)
+    res = _nested_residuals(Z, X, uniq, lam_lb) if X.shape[1] <= GRAM_MAX_COLUMNS else None
+    if res is None:
+        return _prefix_sums(_nested_coordinates(Z, X)[0] ** 2, js, cols)
+    cap = torch.nn.functional.pad(((X**2).sum(0) - res).cumsum(1), (1, 0))  # (p, c + 1)
+    return cap[torch.as_tensor(at), torch.as_tensor(cols)].cpu().numpy()
+
+
+def _split(kV: np.ndarray, n: int, d: int, gram: bool) -> int:
+    """The largest k served by the forward basis ``V[:, :a]`` (see :func:`_captured`); larger k use the complement.
+    Minimises the flops of both parts: the triangular map of their m columns (``d² m``) plus Householder QR
+    (``2 m² (d − m/3)``) or, on the normal-equation path, the Gram matrix and its Cholesky (``d m² + m³/3``)."""
     ks = np.unique(kV)
-    fwd = np.concatenate([[0], ks]).astype(float)  # the forward QR's columns a
+    fwd = np.concatenate([[0], ks]).astype(float)  # the forward basis's columns a
     comp = np.concatenate([n - ks, [0]]).astype(float)  # the complement's columns when it serves every k > a
-    return int(fwd[np.argmin(sum(2 * m**2 * (d - m / 3) + d * d * m for m in (fwd, comp)))])
+    cost = (lambda m: d * m**2 + m**3 / 3) if gram else (lambda m: 2 * m**2 * (d - m / 3))
+    return int(fwd[np.argmin(sum(cost(m) + d * d * m for m in (fwd, comp)))])
 
 
 def _captured(V: GeneralizedEig, X: torch.Tensor, kV: np.ndarray, kU: np.ndarray, total: np.ndarray) -> np.ndarray:
     """``‖P_k X[:, :j]‖²_F`` for every ``(k, j) = (kV[i], kU[i])``, P_k the Euclidean projector onto the first
     k columns of V (d, n); ``total[i] = ‖X[:, :kU[i]]‖²_F``.
 
-    Small k: one Householder QR of ``V[:, :a]`` serves every k ≤ a (prefix sums of ``(Qᵀ X)²``). Large k, on
+    Small k: the nested projections onto ``V[:, :a]`` serve every k ≤ a (:func:`_nested_captured`). Large k, on
     the Cholesky paths (Y square): the columns of V are B-orthonormal, so the Euclidean complement of
     span(V_k) is spanned by the m columns of ``Whitener.complement`` that complement range(W) (m = 0 when
     B is positive definite) and ``B V_{>k}`` (``L Y_{>k}``); ``‖P_k x‖² = ‖x‖² − ‖P⊥ x‖²`` then comes from
-    one QR of that basis with V's columns taken from the last. At the default fractions the two QRs cost
-    about two thirds of one QR of ``V[:, :max k]``."""
+    the nested projections onto that basis with V's columns taken from the last. The split point minimises the
+    flops of both parts (:func:`_split`)."""
     n = V.Y.shape[1]
     m = V.whitener.deflated
     full = V.whitener.L is not None and n == V.whitener.rank
-    a = _split(kV, n, V.Y.shape[0] + m) if full else int(kV.max(initial=0))
+    gram = X.shape[1] <= GRAM_MAX_COLUMNS
+    a = _split(kV, n, V.Y.shape[0] + m, gram) if full else int(kV.max(initial=0))
     fwd = kV <= a
     num = np.zeros(len(kV))
+    lb_forward, lb_complement = V.whitener.gram_bounds()
     if a > 0:
-        T2 = _nested_coordinates(V.whitener.apply(V.Y[:, :a]), X)[0] ** 2
-        num[fwd] = _prefix_sums(T2, kV[fwd], kU[fwd])
+        num[fwd] = _nested_captured(V.whitener.apply(V.Y[:, :a]), X, kV[fwd], kU[fwd], lb_forward)
     lo = int(kV[~fwd].min(initial=n))
     if lo < n or (m and not fwd.all()):
-        T2c = _nested_coordinates(V.whitener.complement(V.Y[:, lo:].flip(1)), X)[0] ** 2
-        num[~fwd] = total[~fwd] - _prefix_sums(T2c, m + n - kV[~fwd], kU[~fwd])
+        Zc = V.whitener.complement(V.Y[:, lo:].flip(1))
+        num[~fwd] = total[~fwd] - _nested_captured(Zc, X, m + n - kV[~fwd], kU[~fwd], lb_complement)
     else:  # k = n = d: V spans everything
         num[~fwd] = total[~fwd]
     return num

@@ -310,3 +310,67 @@ def test_deflated_c0_equals_naive_and_its_complement_sweep(order, random_stats):
     for kV, kU, got in zip(res["k_V"], res["k_U"], res["ntps"]):
         Qv, Uk = np.linalg.qr(V[:, :kV])[0], U[:, :kU]
         assert got == pytest.approx(np.linalg.norm(Qv.T @ Uk) ** 2 / np.linalg.norm(Uk) ** 2, abs=1e-10)
+
+
+def conditioned(d, m, cond, seed):
+    """Z (d, m) with singular values from 1 down to 1/cond, and X (d, 3)."""
+    g = torch.Generator().manual_seed(seed)
+    Q1 = torch.linalg.qr(torch.randn(d, m, generator=g, dtype=torch.float64))[0]
+    Q2 = torch.linalg.qr(torch.randn(m, m, generator=g, dtype=torch.float64))[0]
+    return (Q1 * torch.logspace(0, -np.log10(cond), m, dtype=torch.float64)) @ Q2.T, torch.randn(d, 3, generator=g,
+                                                                                               dtype=torch.float64)
+
+
+@pytest.mark.parametrize("cond,taken", [(1e2, True), (3e5, True), (1e8, False)])
+def test_normal_equation_projections_are_certified_or_refused(cond, taken):
+    """The nested projections by normal equations equal those of Householder QR wherever their certificate
+    passes (3e5: only after refinement), and are refused where the Gram matrix's conditioning (1e16) leaves no
+    digit to certify; the sweep then takes Householder QR."""
+    from ntps.score import _nested_captured, _nested_coordinates, _nested_residuals, _prefix_sums
+
+    Z, X = conditioned(300, 200, cond, seed=16)
+    lam_min = float(torch.linalg.svdvals(Z)[-1]) ** 2
+    js, cols = np.array([1, 40, 120, 200, 40]), np.array([1, 2, 3, 3, 3])
+    ref = _prefix_sums(_nested_coordinates(Z, X)[0] ** 2, js, cols)
+    assert (_nested_residuals(Z, X, np.unique(js), lam_min) is not None) == taken
+    assert _nested_residuals(Z, X, np.unique(js), 0.0) is None  # no bound on λ_min: nothing certified
+    np.testing.assert_allclose(_nested_captured(Z, X, js, cols, lam_min), ref, rtol=0,
+                               atol=1e-11 * float((X**2).sum()))
+
+
+def test_whitener_gram_bounds_hold_on_every_path():
+    """``Whitener.gram_bounds`` are lower bounds on λ_min of the Gram matrices of ``W Y`` and of the complement
+    basis, for badly scaled B on the Cholesky, deflated and eigh paths."""
+    d, rng = 260, np.random.default_rng(17)
+    Q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    units = np.logspace(-2, 2, d)  # feature units spanning 10⁴: B's diagonal spans 10⁸
+    B = units[:, None] * ((Q * np.logspace(0, -3, d)) @ Q.T) * units[None, :]
+    Y = torch.linalg.qr(torch.from_numpy(rng.standard_normal((d, d))))[0]
+    for mat, method, path in ((B, "cholesky", "cholesky"), (near_singular(B, [1e-9]), "cholesky", "deflated"),
+                              (B, "eigh", "eigh")):
+        wh = whiten(torch.from_numpy(mat), method=method)
+        fwd, comp = wh.gram_bounds()
+        assert wh.method == path
+        Yr = Y[: wh.rank, : wh.rank - 5]
+        lam = lambda Z: float(torch.linalg.eigvalsh(Z.T @ Z)[0])  # noqa: E731
+        assert 0 < fwd <= lam(wh.apply(Yr))
+        if wh.method == "cholesky":
+            assert 0 < comp <= lam(wh.complement(Yr))
+        else:  # deflated: the complement holds directions of B below tol; eigh: no complement basis
+            assert comp == 0.0
+
+
+def test_default_sweep_takes_the_certified_normal_equations(monkeypatch, random_stats):
+    """On a well-conditioned layer the default (descending) sweep needs no Householder QR, and still equals the
+    naive algorithm."""
+    import ntps.score
+
+    stats = random_stats(np.random.default_rng(18), d=300, N=1500, C=4)
+    sol = solve_layer(*stats)
+    assert sol.V.whitener.method == "cholesky"
+    monkeypatch.setattr(ntps.score, "_nested_coordinates", lambda *a: pytest.fail("Householder QR was taken"))
+    res = ntps_sweep(sol)
+    ref = naive_ntps(*stats, DEFAULT_FRACTIONS)
+    m = res["unique"]
+    assert m.sum() >= 15
+    np.testing.assert_allclose(res["ntps"][m], ref[m], rtol=0, atol=1e-8)
