@@ -76,7 +76,8 @@ class Whitener:
     :meth:`to_whitened` maps a direction v to ``Wᵀ B v`` (``B^{1/2} v`` up to a rotation). ``rank = r``;
     ``tol`` the threshold on the scaled eigenvalues and ``lambda_max`` λ_max(Bs) (on the Cholesky paths
     upper bounds: ``‖Bs‖_F`` or the bound of :func:`_cholesky_whitener`); ``lambda_min`` a lower bound on
-    λ_min(Bs) (the Lanczos bound of the Cholesky path; 0 when none is known: deflated path)."""
+    λ_min(Bs) (the Lanczos bound of the Cholesky path, holding with probability > 1 − 1e-7; 0 when none is known:
+    deflated and eigh paths)."""
 
     s: torch.Tensor
     rank: int
@@ -139,8 +140,9 @@ class Whitener:
     def gram_bounds(self) -> tuple[float, float]:
         """Lower bounds on the smallest eigenvalue of the Gram matrix ``ZᵀZ`` of ``Z = W Y`` (:meth:`apply`) and of
         ``Z = `` :meth:`complement` ``(Y)``, for any Y with orthonormal columns (0 when nothing is known):
-        ``σ_min(W)² ≥ min(s)² / λ_max(Bs)`` (``W = S W_s`` with ``W_sᵀ Bs W_s = I``) and, on the Cholesky paths,
-        ``σ_min(L)² = λ_min(B) ≥ λ_min(Bs) / max(s)²`` (``B = S⁻¹ Bs S⁻¹``). They certify the normal-equation
+        ``σ_min(W)² ≥ min(s)² / λ_max(Bs)`` (``W = S W_s`` with ``W_sᵀ Bs W_s = I``) and, on the "cholesky" path,
+        ``σ_min(L)² = λ_min(B) ≥ λ_min(Bs) / max(s)²`` (``B = S⁻¹ Bs S⁻¹``; 0 on the deflated path, whose
+        complement holds directions of B below tol). They certify the normal-equation
         path of :func:`ntps.score._nested_captured`."""
         lo, hi = (float(x) for x in torch.aminmax(self.s))
         forward = lo * lo / self.lambda_max if self.lambda_max > 0 else 0.0

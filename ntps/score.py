@@ -144,7 +144,9 @@ def _nested_residuals(Z: torch.Tensor, X: torch.Tensor, js: np.ndarray, lam_lb: 
     The residual ``r = x − Z_j z`` is formed explicitly, so ``‖r‖² = ‖r*‖² + ‖Z_j δ‖²`` (r* the exact residual,
     δ the error of z) with ``‖Z_j δ‖² ≤ ‖Z_jᵀ r‖² / λ_min(ZᵀZ) ≤ ‖Z_jᵀ r‖² / lam_lb`` (interlacing); up to two
     refinement steps ``z += (Z_jᵀZ_j)⁻¹ Z_jᵀ r`` bring it below ``CERTIFIED_RTOL ‖x_i‖²``, or None is returned
-    (the caller takes Householder QR). ``lam_lb`` ≤ λ_min(ZᵀZ): :meth:`ntps.linalg.Whitener.gram_bounds`."""
+    (the caller takes Householder QR). ``lam_lb`` ≤ λ_min(ZᵀZ): :meth:`ntps.linalg.Whitener.gram_bounds` (a Lanczos
+    bound on the complement side: it holds with probability > 1 − 1e-7). The bound is on the method's error; the
+    rounding in forming r is of the order of Householder QR's own (an independent 80-bit check: ≤ 5·10⁻¹³ ‖x‖²)."""
     if not lam_lb > 0:
         return None
     m, c, p = Z.shape[1], X.shape[1], len(js)
@@ -155,13 +157,14 @@ def _nested_residuals(Z: torch.Tensor, X: torch.Tensor, js: np.ndarray, lam_lb: 
     mask = (torch.arange(m, device=Z.device)[:, None] < cols[None, :]).to(Z.dtype)  # (m, p c): rows of prefix j
     Xp, bound = X.repeat(1, p), CERTIFIED_RTOL * lam_lb * (X**2).sum(0).repeat(p)
     solve = lambda G: solve_triangular(R.T, solve_triangular(R, G, upper=False) * mask, upper=True)  # noqa: E731
-    z = solve((Z.T @ X).repeat(1, p) * mask)
-    for _ in range(3):
+    G = (Z.T @ X).repeat(1, p) * mask
+    z = torch.zeros_like(G)
+    for _ in range(3):  # the solve, then up to two refinement steps
+        z = z + solve(G)
         res = Xp - Z @ z
         G = (Z.T @ res) * mask
         if bool(((G**2).sum(0) <= bound).all()):
             return (res**2).sum(0).reshape(p, c)
-        z = z + solve(G)
     return None
 
 

@@ -321,18 +321,24 @@ def conditioned(d, m, cond, seed):
                                                                                                dtype=torch.float64)
 
 
-@pytest.mark.parametrize("cond,taken", [(1e2, True), (3e5, True), (1e8, False)])
-def test_normal_equation_projections_are_certified_or_refused(cond, taken):
+@pytest.mark.parametrize("cond,steps", [(1e2, 1), (3e5, 2), (1e8, None)])
+def test_normal_equation_projections_are_certified_or_refused(cond, steps, monkeypatch):
     """The nested projections by normal equations equal those of Householder QR wherever their certificate
-    passes (3e5: only after refinement), and are refused where the Gram matrix's conditioning (1e16) leaves no
-    digit to certify; the sweep then takes Householder QR."""
+    passes (at 3e5 only after a refinement step), and are refused where the Gram matrix's conditioning (1e16)
+    leaves no digit to certify; the sweep then takes Householder QR."""
+    import ntps.score
     from ntps.score import _nested_captured, _nested_coordinates, _nested_residuals, _prefix_sums
 
     Z, X = conditioned(300, 200, cond, seed=16)
     lam_min = float(torch.linalg.svdvals(Z)[-1]) ** 2
     js, cols = np.array([1, 40, 120, 200, 40]), np.array([1, 2, 3, 3, 3])
     ref = _prefix_sums(_nested_coordinates(Z, X)[0] ** 2, js, cols)
-    assert (_nested_residuals(Z, X, np.unique(js), lam_min) is not None) == taken
+    solves = []
+    counted = lambda *a, **k: solves.append(1) or torch.linalg.solve_triangular(*a, **k)  # noqa: E731
+    monkeypatch.setattr(ntps.score, "solve_triangular", counted)
+    assert (_nested_residuals(Z, X, np.unique(js), lam_min) is not None) == (steps is not None)
+    if steps is not None:
+        assert len(solves) == 2 * steps  # two triangular solves per step
     assert _nested_residuals(Z, X, np.unique(js), 0.0) is None  # no bound on λ_min: nothing certified
     np.testing.assert_allclose(_nested_captured(Z, X, js, cols, lam_min), ref, rtol=0,
                                atol=1e-11 * float((X**2).sum()))
@@ -351,7 +357,7 @@ def test_whitener_gram_bounds_hold_on_every_path():
         wh = whiten(torch.from_numpy(mat), method=method)
         fwd, comp = wh.gram_bounds()
         assert wh.method == path
-        Yr = Y[: wh.rank, : wh.rank - 5]
+        Yr = torch.linalg.qr(Y[: wh.rank, : wh.rank - 5])[0]  # orthonormal columns in R^rank
         lam = lambda Z: float(torch.linalg.eigvalsh(Z.T @ Z)[0])  # noqa: E731
         assert 0 < fwd <= lam(wh.apply(Yr))
         if wh.method == "cholesky":
