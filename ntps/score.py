@@ -129,8 +129,8 @@ def _nested_coordinates(X: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor,
     return torch.ormqr(H, tau, Y, transpose=True)[: min(X.shape)], H.diagonal().abs()
 
 
-#: :func:`_nested_captured` takes the normal equations for at most this many columns of X (the label
-#: directions of the default order); their certified error must stay below CERTIFIED_RTOL · ‖x‖² per column.
+#: :func:`_captured` takes the normal equations for at most this many columns of X (the label directions of the
+#: default order); their certified error must stay below CERTIFIED_RTOL · ‖x‖² per column.
 GRAM_MAX_COLUMNS = 64
 CERTIFIED_RTOL = 1e-12
 
@@ -170,25 +170,26 @@ def _nested_residuals(Z: torch.Tensor, X: torch.Tensor, js: np.ndarray, lam_lb: 
 
 def _nested_captured(Z: torch.Tensor, X: torch.Tensor, js: np.ndarray, cols: np.ndarray, lam_lb: float) -> np.ndarray:
     """``‖P_j X[:, :cols[i]]‖²_F`` for j = js[i], P_j the Euclidean projector onto span(Z[:, :j]) (Z (d, m), X (d, c)):
-    by the certified normal equations (:func:`_nested_residuals`) for few columns, else (or when the certificate
-    fails) by one Householder QR of Z and 2-D prefix sums of ``(Qᵀ X)²``."""
+    by the certified normal equations (:func:`_nested_residuals`), or, when ``lam_lb`` is 0 (no bound on λ_min(ZᵀZ))
+    or the certificate fails, by one Householder QR of Z and 2-D prefix sums of ``(Qᵀ X)²``."""
     uniq, at = np.unique(js, return_inverse=True)
-    res = _nested_residuals(Z, X, uniq, lam_lb) if X.shape[1] <= GRAM_MAX_COLUMNS else None
+    res = _nested_residuals(Z, X, uniq, lam_lb)
     if res is None:
         return _prefix_sums(_nested_coordinates(Z, X)[0] ** 2, js, cols)
     cap = torch.nn.functional.pad(((X**2).sum(0) - res).cumsum(1), (1, 0))  # (p, c + 1)
     return cap[torch.as_tensor(at), torch.as_tensor(cols)].cpu().numpy()
 
 
-def _split(kV: np.ndarray, n: int, d: int, gram: bool) -> int:
+def _split(kV: np.ndarray, n: int, d: int, gram: tuple[bool, bool]) -> int:
     """The largest k served by the forward basis ``V[:, :a]`` (see :func:`_captured`); larger k use the complement.
     Minimises the flops of both parts: the triangular map of their m columns (``d² m``) plus Householder QR
-    (``2 m² (d − m/3)``) or, on the normal-equation path, the Gram matrix and its Cholesky (``d m² + m³/3``)."""
+    (``2 m² (d − m/3)``) or, where ``gram`` (forward, complement) says the normal equations are taken, the Gram
+    matrix and its Cholesky (``d m² + m³/3``)."""
     ks = np.unique(kV)
     fwd = np.concatenate([[0], ks]).astype(float)  # the forward basis's columns a
     comp = np.concatenate([n - ks, [0]]).astype(float)  # the complement's columns when it serves every k > a
-    cost = (lambda m: d * m**2 + m**3 / 3) if gram else (lambda m: 2 * m**2 * (d - m / 3))
-    return int(fwd[np.argmin(sum(cost(m) + d * d * m for m in (fwd, comp)))])
+    cost = lambda m, g: d * d * m + (d * m**2 + m**3 / 3 if g else 2 * m**2 * (d - m / 3))  # noqa: E731
+    return int(fwd[np.argmin(cost(fwd, gram[0]) + cost(comp, gram[1]))])
 
 
 def _captured(V: GeneralizedEig, X: torch.Tensor, kV: np.ndarray, kU: np.ndarray, total: np.ndarray) -> np.ndarray:
@@ -204,11 +205,11 @@ def _captured(V: GeneralizedEig, X: torch.Tensor, kV: np.ndarray, kU: np.ndarray
     n = V.Y.shape[1]
     m = V.whitener.deflated
     full = V.whitener.L is not None and n == V.whitener.rank
-    gram = X.shape[1] <= GRAM_MAX_COLUMNS
-    a = _split(kV, n, V.Y.shape[0] + m, gram) if full else int(kV.max(initial=0))
+    # λ_min bounds for the normal equations; 0 (Householder QR) for many columns: the ascending order
+    lb_forward, lb_complement = V.whitener.gram_bounds() if X.shape[1] <= GRAM_MAX_COLUMNS else (0.0, 0.0)
+    a = _split(kV, n, V.Y.shape[0] + m, (lb_forward > 0, lb_complement > 0)) if full else int(kV.max(initial=0))
     fwd = kV <= a
     num = np.zeros(len(kV))
-    lb_forward, lb_complement = V.whitener.gram_bounds()
     if a > 0:
         num[fwd] = _nested_captured(V.whitener.apply(V.Y[:, :a]), X, kV[fwd], kU[fwd], lb_forward)
     lo = int(kV[~fwd].min(initial=n))
