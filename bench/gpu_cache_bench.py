@@ -9,9 +9,12 @@ same batches: ``bare`` (the decoder returning every hidden state) and cache.py's
 ``--stats_precision`` (the same forward pass + ``StatsAccumulator.add_batch``, float32 partial sums flushed to
 float64 every 8 batches).
 
-Prints and writes as JSON lines (``--out``): tokens/s, the ratio to ``bare``, peak GPU memory, the time per
-batch of each phase from CUDA events (forward, statistics, flushes) and on the host (padding a batch), and from
-``torch.profiler`` the share of the statistics phase spent in its GEMMs.
+Each batching is first run once untimed (``bare``), so that no mode pays for first-seen shapes. Prints and
+writes as JSON lines (``--out``): tokens/s, the ratio to ``bare`` in wall time and in device time (the bare
+forward's CUDA-event milliseconds over forward + statistics + flushes), peak GPU memory, the time per batch of
+each phase from CUDA events (forward, statistics, flushes) and on the host (padding a batch), from
+``torch.profiler`` the share of the statistics phase spent in its GEMMs, and the rounding errors of each
+precision against the float64 formulas, on the device and in the CPU emulation.
 
     NTPS_HOME=... python bench/gpu_cache_bench.py --out bench/results/gpu_cache_bench_h200.jsonl  # H200: ~5 min
     python bench/gpu_cache_bench.py --smoke --out /tmp/smoke.jsonl     # CPU, tiny config, a few batches
@@ -20,6 +23,7 @@ batch of each phase from CUDA events (forward, statistics, flushes) and on the h
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -185,23 +189,38 @@ def gemm_profile(net, mode: str, batches, ids, labels, device, dims, n_batches: 
 
 
 def rounding_check(device: torch.device, d: int = 1024, B: int = 8, T: int = 512) -> list[dict]:
-    """Relative errors of XX, C0, C1 at each rounded precision against float32 on the CPU, computed on ``device``
-    and with the CPU emulation of the rounding, for the same states (random, offset like hidden states): whether
+    """Relative errors of XX, C0, C1 against the float64 formulas of SPEC §1, for bf16 states (random, offset
+    like hidden states) summed at each precision on ``device`` and with the CPU's float32 GEMMs
+    (``cpu_emulation``: the rounding emulated), and on the device for bf16x3 with cuBLAS allowed to reduce
+    split-K partial sums in bf16 (``device_bf16_reduction``, torch's default outside the accumulator): whether
     bench/stats_precision.py's CPU numbers carry over to this device's tensor cores."""
-    H = torch.randn(B, T, d, generator=torch.Generator().manual_seed(0)) + torch.linspace(-3, 3, d)
-    mask, labels = torch.ones(B, T, dtype=torch.long), torch.arange(B) % 2
+    import ntps.accumulate as accumulate
 
-    def sums(precision, dev):
+    H = (torch.randn(B, T, d, generator=torch.Generator().manual_seed(0)) + torch.linspace(-3, 3, d)).bfloat16()
+    mask, labels = torch.ones(B, T, dtype=torch.long), torch.arange(B) % 2
+    S = H.double().cumsum(1)
+    x, pairs = S[:, -1] / T, S[:, :-1].reshape(-1, d)
+    exact = {"XX": x.T @ x, "C0": pairs.T @ pairs, "C1": pairs.T @ H[:, 1:].double().reshape(-1, d)}
+
+    def errors(precision, dev):
         acc = StatsAccumulator([0], d, 2, device=dev, precision=precision)
         acc.add_batch([H.to(dev)], mask, labels)
-        return acc.to_stats().layers[0]
+        s = acc.to_stats().layers[0]
+        return {k: float((getattr(s, k) - v).norm() / v.norm()) for k, v in exact.items()}
 
-    ref, rows = sums("float32", "cpu"), []
-    for precision in PRECISIONS[1:]:
-        got = {"device": sums(precision, device), "cpu_emulation": sums(precision, "cpu")}
-        rows.append({"precision": precision, **{f"{where}_rel_err_{k}": float(
-            (getattr(s, k) - getattr(ref, k)).norm() / getattr(ref, k).norm()) for where, s in got.items()
-            for k in ("XX", "C0", "C1")}})
+    rows = []
+    for precision in PRECISIONS:
+        got = {"device": errors(precision, device), "cpu_emulation": errors(precision, "cpu")}
+        if precision == "bf16x3" and device.type == "cuda":
+            settings = accumulate._cublas_settings
+            torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = True
+            accumulate._cublas_settings = lambda tf32: contextlib.nullcontext()
+            try:
+                got["device_bf16_reduction"] = errors(precision, device)
+            finally:
+                accumulate._cublas_settings = settings
+        rows.append({"precision": precision, **{f"{where}_rel_err_{k}": e for where, err in got.items()
+                                                for k, e in err.items()}})
     return rows
 
 
@@ -229,7 +248,8 @@ def bench_model(args, out: Path, name: str, device: torch.device, sets: dict) ->
             if time.perf_counter() - T0 > args.deadline_s:
                 log(out, step="skipped (deadline)", **base)
                 continue
-            bare = None
+            bare = bare_ms = None
+            run_mode(net, "bare", batches, ids, labels_t, device, dims)  # untimed: every batch shape seen once
             for mode in ["bare", *args.precisions]:
                 try:
                     rec = run_mode(net, mode, batches, ids, labels_t, device, dims)
@@ -240,8 +260,12 @@ def bench_model(args, out: Path, name: str, device: torch.device, sets: dict) ->
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
                 rec["tokens_per_s"] = round(base["n_tokens"] / rec["seconds"], 1)
-                bare = rec["seconds"] if mode == "bare" else bare
+                if mode == "bare":
+                    bare, bare_ms = rec["seconds"], rec["phase_ms_per_batch"]["forward"]
                 rec["ratio"] = round(bare / rec["seconds"], 3) if bare else None
+                ph = rec["phase_ms_per_batch"]
+                rec["device_ratio"] = round(bare_ms / (ph["forward"] + ph["stats"] + ph["flush"]), 3) \
+                    if mode != "bare" and bare_ms and device.type == "cuda" else None
                 log(out, step="measure", mode=mode, **base, **rec)
                 rows.append({"mode": mode, **base, **rec})
             if batching == f"{args.profile_budget} tokens":
@@ -256,14 +280,14 @@ def bench_model(args, out: Path, name: str, device: torch.device, sets: dict) ->
 
 def summary(rows: list[dict]) -> None:
     print(f"\n{'model':18} {'texts':6} {'batching':13} {'bare tok/s':>11} " +
-          " ".join(f"{m:>16}" for m in PRECISIONS) + "   (ratio to bare, peak GiB)")
+          " ".join(f"{m:>20}" for m in PRECISIONS) + "   (ratio to bare: wall/device time, peak GiB)")
     keys = dict.fromkeys((r["model"], r["texts"], r["batching"]) for r in rows)
     for key in keys:
         by_mode = {r["mode"]: r for r in rows if (r["model"], r["texts"], r["batching"]) == key}
         bare = by_mode.get("bare", {}).get("tokens_per_s")
-        cells = [(f"{by_mode[m]['ratio']}× {by_mode[m]['peak_GiB'] or '-'}" if m in by_mode else "-")
-                 for m in PRECISIONS]
-        print(f"{key[0]:18} {key[1]:6} {key[2]:13} {bare!s:>11} " + " ".join(f"{c:>16}" for c in cells))
+        cells = [(f"{by_mode[m]['ratio']}×/{by_mode[m].get('device_ratio') or '-'} {by_mode[m]['peak_GiB'] or '-'}"
+                  if m in by_mode else "-") for m in PRECISIONS]
+        print(f"{key[0]:18} {key[1]:6} {key[2]:13} {bare!s:>11} " + " ".join(f"{c:>20}" for c in cells))
 
 
 def main(argv=None) -> int:

@@ -9,10 +9,12 @@ tokens of the batch at once (never a per-text loop, never an L×L matrix):
 
 Padding is excluded through the attention mask (left padding is masked before the prefix sum),
 so the result does not depend on the padding side, the batch size or the batch order (up to
-round-off). Partial sums are accumulated in float32 on the compute device by fused
-``addmm_`` GEMMs and flushed into float64 totals every ``flush_every`` batches (and before any
-read of the totals): the float64 conversion of 3·d² numbers per layer costs more than the GEMMs
-on a CPU if done for every small batch, and over 8 batches float32 adds < 1e-6 relative error.
+round-off). C0 is symmetric: each batch adds the upper part of its block rows only (ceil(d / 512)
+blocks: about half the GEMM work at large d), mirrored when flushed. Partial sums are accumulated in
+float32 on the compute device by fused ``addmm_`` GEMMs and flushed into float64 totals every
+``flush_every`` batches (and before any read of the totals): the float64 conversion of 3·d² numbers
+per layer costs more than the GEMMs on a CPU if done for every small batch, and over 8 batches
+float32 adds < 1e-6 relative error.
 
 The GEMM inputs may be rounded for tensor cores (``precision``: ``tf32``, ``bf16``, or ``bf16x3``, each input
 split as hi + lo in bf16 and three products summed; the prefix sums, the accumulation and the float64 totals
@@ -32,6 +34,7 @@ import torch
 from .artifacts import LayerSums, Stats
 
 PRECISIONS = ("float32", "tf32", "bf16", "bf16x3")
+GRAM_BLOCK_COLUMNS = 512  # width of the block rows of C0's upper part (column_blocks)
 
 
 class NonFiniteHiddenStates(ValueError):
@@ -74,21 +77,31 @@ def _mm_to_float32(device: torch.device) -> bool:
 
 
 @contextlib.contextmanager
-def _tf32_matmul():
-    """cuBLAS float32 GEMMs on TF32 tensor cores inside the block only (the forward pass keeps its setting)."""
+def _cublas_settings(tf32: bool):
+    """Inside the block only (the forward pass keeps its settings): bf16 GEMMs reduce their split-K partial
+    sums in float32, not bf16; with ``tf32``, float32 GEMMs run on TF32 tensor cores."""
     matmul = torch.backends.cuda.matmul
-    if hasattr(matmul, "fp32_precision"):  # torch >= 2.9
-        old, matmul.fp32_precision = matmul.fp32_precision, "tf32"
-        try:
-            yield
-        finally:
-            matmul.fp32_precision = old
-    else:
-        old, matmul.allow_tf32 = matmul.allow_tf32, True
-        try:
-            yield
-        finally:
-            matmul.allow_tf32 = old
+    wanted = {"allow_bf16_reduced_precision_reduction": False}
+    if tf32 and hasattr(matmul, "fp32_precision"):  # torch >= 2.9
+        wanted["fp32_precision"] = "tf32"
+    elif tf32:
+        wanted["allow_tf32"] = True
+    saved = {k: getattr(matmul, k) for k in wanted}
+    try:
+        for k, v in wanted.items():
+            setattr(matmul, k, v)
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(matmul, k, v)
+
+
+def column_blocks(d: int, width: int) -> list[tuple[int, int]]:
+    """[(start, stop)] of ceil(d / width) near-equal column blocks: the block rows of a symmetric sum's upper
+    part (C0, XX), which costs (k + 1) / 2k of the full product for k blocks."""
+    k = max(1, -(-d // width))
+    edges = [round(i * d / k) for i in range(k + 1)]
+    return list(zip(edges[:-1], edges[1:]))
 
 
 class StatsAccumulator:
@@ -117,6 +130,7 @@ class StatsAccumulator:
         # float32 partial sums since the last flush
         f32 = torch.float32
         self._part = {k: z(*getattr(self, k).shape, dtype=f32) for k in ("XX", "XY", "C0", "C1", "sum_x")}
+        self._blocks = column_blocks(d, GRAM_BLOCK_COLUMNS)  # block rows of C0's partial sums (upper part)
         self._nonfinite = z(n, dtype=torch.bool)  # per layer, set on the device, read by flush()
         self._check_every_batch = self.device.type == "cpu"  # no device queue to stall: report at once
         self._pending = 0
@@ -124,15 +138,18 @@ class StatsAccumulator:
         self.class_counts = torch.zeros(num_classes, dtype=torch.int64)
         self.n_texts = self.n_tokens = self.n_pairs = 0
 
-    def _gemm_input(self, t: torch.Tensor, bf16_exact: bool = False) -> list[torch.Tensor]:
-        """``t`` (float32) as the statistic GEMMs read it: [t rounded], or [hi, lo] (t ≈ hi + lo) for bf16x3
-        unless ``t`` holds bf16 values (``bf16_exact``)."""
+    def _gemm_input(self, t: torch.Tensor, scratch: bool = False) -> list[torch.Tensor]:
+        """``t`` (float32 or bf16) as the statistic GEMMs read it: [t rounded], or [hi, lo] (t ≈ hi + lo) for
+        bf16x3 unless ``t`` holds bf16 values; ``scratch``: ``t`` may be overwritten (by t − hi)."""
         if self.precision == "float32" or (self.precision == "tf32" and self._tensor_cores):
-            return [t]
+            return [t.float()]
         if self.precision == "tf32":
-            return [_round_tf32(t)]
+            return [_round_tf32(t.float())]
         hi = t.bfloat16()
-        parts = [hi] if self.precision == "bf16" or bf16_exact else [hi, (t - hi.float()).bfloat16()]
+        if self.precision == "bf16" or t.dtype == torch.bfloat16:
+            parts = [hi]
+        else:  # t − hi is exact in float32
+            parts = [hi, (t.sub_(hi) if scratch else t - hi).bfloat16()]
         return parts if self._tensor_cores else [x.float() for x in parts]
 
     @staticmethod
@@ -146,15 +163,15 @@ class StatsAccumulator:
                 else:
                     out.addmm_(ai, bj)
 
-    def _add_gram(self, out: torch.Tensor, a: list[torch.Tensor]) -> None:
-        """out += AᵀA for A = hi (+ lo) as hiᵀhi + (P + Pᵀ), P = hiᵀlo, + diag(loᵀlo): symmetric to the last bit,
-        two GEMMs. Off the diagonal the dropped lo·lo terms have random signs; on it they are squares, whose
-        omission would bias every diagonal entry low by ~1e-6 (relative), enough to move NTPS by 1e-3."""
-        self._addmm(out, [a[0].T], a[:1])
+    def _add_gram(self, out: torch.Tensor, a: list[torch.Tensor], blocks: list[tuple[int, int]]) -> None:
+        """out += AᵀA for A = hi (+ lo), in the upper part of the block rows ``blocks`` only (the lower
+        triangle is made at :meth:`flush`): hiᵀhi + hiᵀlo + loᵀhi, + diag(loᵀlo). Off the diagonal the dropped
+        lo·lo terms have random signs; on it they are squares, whose omission would bias every diagonal entry
+        low by ~1e-6 (relative), enough to move NTPS by 1e-3."""
+        for c0, c1 in blocks:
+            self._addmm(out[c0:c1, c0:], [x[:, c0:c1].T for x in a], [x[:, c0:] for x in a])
         if len(a) == 2:
-            P = torch.zeros_like(out)
-            self._addmm(P, [a[0].T], a[1:])
-            out.add_(P + P.T).diagonal().add_(a[1].float().square().sum(0))
+            out.diagonal().add_(a[1].float().square().sum(0))
 
     def _host_batch(self, mask: torch.Tensor, labels: torch.Tensor):
         """Checks on the host mask/labels; (lengths, right_padded, last_pos, inv_len, onehot) host tensors."""
@@ -187,35 +204,36 @@ class StatsAccumulator:
         d, dev = self.d, self.device
         # with right padding, pad positions come after every real one and never enter a prefix sum
         # at a real position; with left padding they are zeroed before the prefix sum
-        not_pair = torch.ones(B, T, 1, dtype=torch.bool)
-        not_pair[:, :-1, 0] = ~(mask[:, :-1] & mask[:, 1:])
-        not_pair, last_pos, inv_len = not_pair.to(dev), last_pos.to(dev), inv_len.to(dev)
-        onehot = self._gemm_input(onehot.to(dev), bf16_exact=True)
+        not_pair = torch.ones(B, T, dtype=torch.bool)
+        not_pair[:, :-1] = ~(mask[:, :-1] & mask[:, 1:])
+        zero_rows, last_pos, inv_len = not_pair.flatten().nonzero().flatten().to(dev), last_pos.to(dev), \
+            inv_len.to(dev)
+        bf16_onehot = self.precision.startswith("bf16")  # 0/1: exact in bf16
+        onehot = self._gemm_input(onehot.to(dev, torch.bfloat16 if bf16_onehot else torch.float32))
         mask_dev = None if right_padded else mask.to(dev)
         if self._S.numel() < B * T * d:
             self._S = torch.empty(B * T * d, device=dev)
         p = self._part
         feats = []
         for i, layer in enumerate(self.layers):
-            h = hidden_states[layer].to(dev, torch.float32)
+            h = hidden_states[layer].to(dev)  # the model's dtype: no float32 copy where the GEMMs read bf16
             if mask_dev is not None:
                 h = torch.where(mask_dev[..., None], h, 0.0)
             flat = h.reshape(B * T, d)
-            S = torch.cumsum(h, 1, out=self._S[: B * T * d].view(B, T, d))
-            x = S.view(B * T, d).index_select(0, last_pos) * inv_len  # (B, d) mean-pooled
-            S.masked_fill_(not_pair, 0.0)  # keep s_t only where h_{t+1} is a real token
-            Sg, xg = self._gemm_input(S.view(B * T, d)), self._gemm_input(x)
-            Hg = self._gemm_input(flat, bf16_exact=hidden_states[layer].dtype == torch.bfloat16)
-            with _tf32_matmul() if self.precision == "tf32" and self._tensor_cores else contextlib.nullcontext():
-                self._add_gram(p["C0"][i], Sg)
+            S = torch.cumsum(h, 1, dtype=torch.float32, out=self._S[: B * T * d].view(B, T, d)).view(B * T, d)
+            x = S.index_select(0, last_pos) * inv_len  # (B, d) mean-pooled
+            S.index_fill_(0, zero_rows, 0.0)  # keep s_t only where h_{t+1} is a real token
+            xg, Hg, Sg = self._gemm_input(x), self._gemm_input(flat), self._gemm_input(S, scratch=True)
+            with _cublas_settings(self.precision == "tf32") if self._tensor_cores else contextlib.nullcontext():
+                self._add_gram(p["C0"][i], Sg, self._blocks)
                 self._addmm(p["C1"][i], [s[:-1].T for s in Sg], [h[1:] for h in Hg])
-                self._add_gram(p["XX"][i], xg)
+                self._add_gram(p["XX"][i], xg, [(0, d)])  # B rows: one block
                 self._addmm(p["XY"][i], [s.T for s in xg], onehot)
             p["sum_x"][i].add_(x.sum(0))
             self._nonfinite[i] |= ~(torch.isfinite(x).all() & torch.isfinite(p["C0"][i].diagonal()).all()
                                     & torch.isfinite(p["C1"][i].diagonal()).all())
             if return_features:
-                feats.append((x, flat.index_select(0, last_pos)))
+                feats.append((x, flat.index_select(0, last_pos).float()))
         if self._check_every_batch:
             self._raise_if_nonfinite()
         self.class_counts += torch.bincount(labels, minlength=self.num_classes)
@@ -243,7 +261,11 @@ class StatsAccumulator:
             for k, part in self._part.items():
                 total = getattr(self, k)
                 for i in range(len(self.layers)):  # per layer: a d×d float64 temporary, not n×d×d
-                    total[i].add_(part[i].double())
+                    if k in ("XX", "C0"):  # upper block rows (_add_gram): the upper triangle, mirrored
+                        u = part[i].double().triu_()
+                        total[i].add_(u).add_(u.triu(1).T)
+                    else:
+                        total[i].add_(part[i].double())
                 part.zero_()
             self._pending = 0
         if check:

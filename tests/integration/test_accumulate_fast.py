@@ -93,7 +93,9 @@ def random_batches(rng, n_batches=4, B=5, T=9, d=12, n_layers=2, left=False):
         yield hs, mask, torch.as_tensor(rng.integers(0, 3, B))
 
 
-def test_rounded_gemm_inputs_cost_what_their_rounding_predicts():
+@pytest.mark.parametrize("block", [512, 5])
+def test_rounded_gemm_inputs_cost_what_their_rounding_predicts(block, monkeypatch):
+    monkeypatch.setattr("ntps.accumulate.GRAM_BLOCK_COLUMNS", block)
     x = torch.randn(1000) * 1e3
     r = _round_tf32(x)
     assert ((r.view(torch.int32) & 0x1FFF) == 0).all() and ((r - x).abs() <= 2**-11 * x.abs()).all()

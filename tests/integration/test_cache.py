@@ -68,7 +68,9 @@ def accumulate(texts, labels, C, batch_size, side="right"):
     return acc.to_stats()
 
 
-def test_streaming_sums_equal_naive_per_text_formula_any_batching_padding_and_order():
+@pytest.mark.parametrize("block", [512, 3])  # C0/XX as one block row, or as 3 (upper parts, mirrored at flush)
+def test_streaming_sums_equal_naive_per_text_formula_any_batching_padding_and_order(block, monkeypatch):
+    monkeypatch.setattr("ntps.accumulate.GRAM_BLOCK_COLUMNS", block)
     rng = np.random.default_rng(0)
     texts, C = random_texts(rng, 23), 3
     labels = rng.integers(0, C, len(texts))
@@ -81,6 +83,7 @@ def test_streaming_sums_equal_naive_per_text_formula_any_batching_padding_and_or
         assert s.n_texts == 23 and s.n_tokens == sum(t.shape[1] for t in texts)
         assert s.n_pairs == sum(t.shape[1] - 1 for t in texts)
         assert s.class_counts.tolist() == np.bincount(labels, minlength=C).tolist()
+        assert all(torch.equal(m, m.T) for layer in s.layers.values() for m in (layer.XX, layer.C0))
     perm = rng.permutation(len(texts))
     shuffled = accumulate([texts[i] for i in perm], labels[perm], C, 5)
     assert rel_err(shuffled.layers[1].C1, ref["C1"][1]) < 1e-6
