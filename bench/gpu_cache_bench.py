@@ -23,7 +23,6 @@ precision against the float64 formulas, on the device and in the CPU emulation.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -191,34 +190,32 @@ def gemm_profile(net, mode: str, batches, ids, labels, device, dims, n_batches: 
 def rounding_check(device: torch.device, d: int = 1024, B: int = 8, T: int = 512) -> list[dict]:
     """Relative errors of XX, C0, C1 against the float64 formulas of SPEC §1, for bf16 states (random, offset
     like hidden states) summed at each precision on ``device`` and with the CPU's float32 GEMMs
-    (``cpu_emulation``: the rounding emulated), and on the device for bf16x3 with cuBLAS allowed to reduce
-    split-K partial sums in bf16 (``device_bf16_reduction``, torch's default outside the accumulator): whether
-    bench/stats_precision.py's CPU numbers carry over to this device's tensor cores."""
-    import ntps.accumulate as accumulate
-
+    (``cpu_emulation``: the rounding emulated): whether bench/stats_precision.py's CPU numbers carry over to this
+    device's tensor cores. On the device cuBLAS may not reduce split-K partial sums in bf16, except for bf16x3's
+    second measurement (``device_bf16_reduction``, torch's default setting)."""
     H = (torch.randn(B, T, d, generator=torch.Generator().manual_seed(0)) + torch.linspace(-3, 3, d)).bfloat16()
     mask, labels = torch.ones(B, T, dtype=torch.long), torch.arange(B) % 2
     S = H.double().cumsum(1)
     x, pairs = S[:, -1] / T, S[:, :-1].reshape(-1, d)
     exact = {"XX": x.T @ x, "C0": pairs.T @ pairs, "C1": pairs.T @ H[:, 1:].double().reshape(-1, d)}
+    matmul = torch.backends.cuda.matmul
 
-    def errors(precision, dev):
-        acc = StatsAccumulator([0], d, 2, device=dev, precision=precision)
-        acc.add_batch([H.to(dev)], mask, labels)
-        s = acc.to_stats().layers[0]
+    def errors(precision, dev, bf16_reduction=False):
+        old, matmul.allow_bf16_reduced_precision_reduction = matmul.allow_bf16_reduced_precision_reduction, \
+            bf16_reduction
+        try:
+            acc = StatsAccumulator([0], d, 2, device=dev, precision=precision)
+            acc.add_batch([H.to(dev)], mask, labels)
+            s = acc.to_stats().layers[0]
+        finally:
+            matmul.allow_bf16_reduced_precision_reduction = old
         return {k: float((getattr(s, k) - v).norm() / v.norm()) for k, v in exact.items()}
 
     rows = []
     for precision in PRECISIONS:
         got = {"device": errors(precision, device), "cpu_emulation": errors(precision, "cpu")}
         if precision == "bf16x3" and device.type == "cuda":
-            settings = accumulate._cublas_settings
-            torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = True
-            accumulate._cublas_settings = lambda tf32: contextlib.nullcontext()
-            try:
-                got["device_bf16_reduction"] = errors(precision, device)
-            finally:
-                accumulate._cublas_settings = settings
+            got["device_bf16_reduction"] = errors(precision, device, bf16_reduction=True)
         rows.append({"precision": precision, **{f"{where}_rel_err_{k}": e for where, err in got.items()
                                                 for k, e in err.items()}})
     return rows

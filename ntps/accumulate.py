@@ -77,28 +77,25 @@ def _mm_to_float32(device: torch.device) -> bool:
 
 
 @contextlib.contextmanager
-def _cublas_settings(tf32: bool):
-    """Inside the block only (the forward pass keeps its settings): bf16 GEMMs reduce their split-K partial
-    sums in float32, not bf16; with ``tf32``, float32 GEMMs run on TF32 tensor cores."""
+def _cublas_float32(tf32: bool):
+    """Inside the block only (the forward pass keeps its setting): cuBLAS float32 GEMMs on TF32 tensor cores
+    (``tf32``) or in IEEE float32, whatever the caller set globally (e.g. ``set_float32_matmul_precision``)."""
     matmul = torch.backends.cuda.matmul
-    wanted = {"allow_bf16_reduced_precision_reduction": False}
-    if tf32 and hasattr(matmul, "fp32_precision"):  # torch >= 2.9
-        wanted["fp32_precision"] = "tf32"
-    elif tf32:
-        wanted["allow_tf32"] = True
-    saved = {k: getattr(matmul, k) for k in wanted}
+    if hasattr(matmul, "fp32_precision"):  # torch >= 2.9
+        name, value = "fp32_precision", "tf32" if tf32 else "ieee"
+    else:
+        name, value = "allow_tf32", tf32
+    old = getattr(matmul, name)
+    setattr(matmul, name, value)
     try:
-        for k, v in wanted.items():
-            setattr(matmul, k, v)
         yield
     finally:
-        for k, v in saved.items():
-            setattr(matmul, k, v)
+        setattr(matmul, name, old)
 
 
 def column_blocks(d: int, width: int) -> list[tuple[int, int]]:
-    """[(start, stop)] of ceil(d / width) near-equal column blocks: the block rows of a symmetric sum's upper
-    part (C0, XX), which costs (k + 1) / 2k of the full product for k blocks."""
+    """[(start, stop)] of ceil(d / width) near-equal column blocks: the block rows whose upper part C0's partial
+    sums take, (k + 1) / 2k of the full product for k blocks."""
     k = max(1, -(-d // width))
     edges = [round(i * d / k) for i in range(k + 1)]
     return list(zip(edges[:-1], edges[1:]))
@@ -215,8 +212,10 @@ class StatsAccumulator:
             self._S = torch.empty(B * T * d, device=dev)
         p = self._part
         feats = []
+        on_cuda = dev.type in ("cuda", "meta")  # meta: the CUDA path's shapes and calls, in tests
+        gemm_settings = (lambda: _cublas_float32(self.precision == "tf32")) if on_cuda else contextlib.nullcontext
         for i, layer in enumerate(self.layers):
-            h = hidden_states[layer].to(dev)  # the model's dtype: no float32 copy where the GEMMs read bf16
+            h = hidden_states[layer].to(dev)  # the model's dtype: bf16 GEMM inputs need no float32 copy
             if mask_dev is not None:
                 h = torch.where(mask_dev[..., None], h, 0.0)
             flat = h.reshape(B * T, d)
@@ -224,7 +223,7 @@ class StatsAccumulator:
             x = S.index_select(0, last_pos) * inv_len  # (B, d) mean-pooled
             S.index_fill_(0, zero_rows, 0.0)  # keep s_t only where h_{t+1} is a real token
             xg, Hg, Sg = self._gemm_input(x), self._gemm_input(flat), self._gemm_input(S, scratch=True)
-            with _cublas_settings(self.precision == "tf32") if self._tensor_cores else contextlib.nullcontext():
+            with gemm_settings():
                 self._add_gram(p["C0"][i], Sg, self._blocks)
                 self._addmm(p["C1"][i], [s[:-1].T for s in Sg], [h[1:] for h in Hg])
                 self._add_gram(p["XX"][i], xg, [(0, d)])  # B rows: one block
@@ -263,7 +262,8 @@ class StatsAccumulator:
                 for i in range(len(self.layers)):  # per layer: a d×d float64 temporary, not n×d×d
                     if k in ("XX", "C0"):  # upper block rows (_add_gram): the upper triangle, mirrored
                         u = part[i].double().triu_()
-                        total[i].add_(u).add_(u.triu(1).T)
+                        total[i].add_(u)
+                        total[i].add_(u.fill_diagonal_(0.0).mT)
                     else:
                         total[i].add_(part[i].double())
                 part.zero_()

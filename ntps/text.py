@@ -38,7 +38,7 @@ def pad_batch(ids: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, 
     return out.to(device), mask.to(device)
 
 
-DEFAULT_CUDA_BATCH_TOKENS = 16384  # H200, bench/results/gpu_cache_bench_h200.jsonl: within 3 % of the best batching
+DEFAULT_CUDA_BATCH_TOKENS = 16384  # H200, bench/results/gpu_cache_bench_h200.jsonl: within 4 % of the best batching
 
 
 def batch_token_budget(max_batch_tokens: int | None, device) -> int:

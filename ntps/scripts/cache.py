@@ -75,8 +75,8 @@ def parse_args(argv=None):
                         "length) instead of --batch_size texts; default: off on the CPU, 16384 on CUDA; 0 = off")
     g.add_argument("--stats_precision", default="auto", choices=["auto", *PRECISIONS],
                    help="inputs of the per-batch statistic GEMMs (float32 sums, float64 totals either way); "
-                        "tf32/bf16 use tensor cores on CUDA: faster, NTPS off by up to ~1e-3 (README, "
-                        "Benchmarks); auto = float32")
+                        "tf32/bf16/bf16x3 use tensor cores on CUDA: faster, NTPS off by up to ~1e-3 (tf32, bf16x3) "
+                        "or ~1e-2 (bf16) (README, Benchmarks); auto = float32")
     g.add_argument("--shard_size", type=cli.positive_int, default=1024, help="texts per resumable shard")
     g.add_argument("--checkpoint_interval", type=float, default=300,
                    help="seconds between resume checkpoints (written after a finished shard; 0 = after every "

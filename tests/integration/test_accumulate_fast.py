@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import cache
+import ntps.accumulate as accumulate
 from ntps.accumulate import PRECISIONS, NonFiniteHiddenStates, StatsAccumulator, _round_tf32
 from ntps.artifacts import load_stats
 from ntps.text import DEFAULT_CUDA_BATCH_TOKENS, batch_token_budget, length_sorted_shards
@@ -128,13 +129,17 @@ def test_no_device_value_is_read_on_the_host_per_batch(monkeypatch, left):
             return _original(self, *a, **k)
 
         monkeypatch.setattr(torch.Tensor, name, counted)
+    real_settings, settings = accumulate._cublas_float32, []
+    monkeypatch.setattr(accumulate, "_cublas_float32", lambda tf32: settings.append(tf32) or real_settings(tf32))
     for precision in PRECISIONS:  # on meta, tf32/bf16 take the CUDA tensor-core path
         acc = StatsAccumulator([0, 2], 12, 3, device="meta", precision=precision, flush_every=2)
+        settings.clear()
         n = 0
         for hs, mask, labels in random_batches(np.random.default_rng(2), n_batches=5, n_layers=3, left=left):
             acc.add_batch([h.to("meta", torch.bfloat16) for h in hs], mask, labels, return_features=True)
             n += int(mask.sum())
         assert acc.XX.device.type == "meta" and acc._pending == 1 and (acc.n_texts, acc.n_tokens) == (25, n)
+        assert settings == [precision == "tf32"] * 10  # every layer's GEMMs: IEEE float32 unless tf32
     assert calls == []
 
 
@@ -182,3 +187,23 @@ def test_bf16x3_keeps_the_squares_of_the_low_parts_on_the_diagonal():
         assert torch.equal(split.diagonal(), exact.diagonal())  # a biased diagonal would move NTPS by ~1e-3
         off = ~torch.eye(3, dtype=torch.bool)
         assert torch.equal(exact[off] - split[off], torch.full((6,), lo**2, dtype=torch.float64))
+
+
+def test_cuda_float32_statistics_ignore_a_global_tf32_setting():
+    """cache.py's float32 sums stay IEEE float32 on CUDA even where the caller turned TF32 on globally
+    (torch.set_float32_matmul_precision("high")); tf32 turns it on inside the block only."""
+    from ntps.accumulate import _cublas_float32
+
+    matmul = torch.backends.cuda.matmul
+    name = "fp32_precision" if hasattr(matmul, "fp32_precision") else "allow_tf32"
+    on, off = ("tf32", "ieee") if name == "fp32_precision" else (True, False)
+    before = getattr(matmul, name)
+    try:
+        for outside in (on, off):
+            setattr(matmul, name, outside)
+            for tf32, inside in ((False, off), (True, on)):
+                with _cublas_float32(tf32):
+                    assert getattr(matmul, name) == inside
+                assert getattr(matmul, name) == outside
+    finally:
+        setattr(matmul, name, before)
