@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gpu_check import SHAPES  # noqa: E402
 
 from ntps.accumulate import PRECISIONS, StatsAccumulator  # noqa: E402
+from ntps.io import git_commit  # noqa: E402
 from ntps.text import length_sorted_shards, pad_batch  # noqa: E402
 
 GEMM_OPS = ("aten::addmm", "aten::addmm_", "aten::mm")
@@ -311,7 +312,7 @@ def main(argv=None) -> int:
         args.models = args.models.split(",")[-1]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    log(out, step="env", torch=torch.__version__, cuda=torch.version.cuda, smoke=args.smoke,
+    log(out, step="env", torch=torch.__version__, cuda=torch.version.cuda, smoke=args.smoke, git_commit=git_commit(),
         device=torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu", time=time.strftime("%F %T"))
     for row in rounding_check(device):
         log(out, step="rounding check", **row)

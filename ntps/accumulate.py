@@ -34,7 +34,7 @@ import torch
 from .artifacts import LayerSums, Stats
 
 PRECISIONS = ("float32", "tf32", "bf16", "bf16x3")
-GRAM_BLOCK_COLUMNS = 512  # width of the block rows of C0's upper part (column_blocks)
+GRAM_BLOCK_COLUMNS = 512  # most columns a block row of C0's upper part has (near-equal blocks, _add_gram)
 
 
 class NonFiniteHiddenStates(ValueError):
@@ -93,14 +93,6 @@ def _cublas_float32(tf32: bool):
         setattr(matmul, name, old)
 
 
-def column_blocks(d: int, width: int) -> list[tuple[int, int]]:
-    """[(start, stop)] of ceil(d / width) near-equal column blocks: the block rows whose upper part C0's partial
-    sums take, (k + 1) / 2k of the full product for k blocks."""
-    k = max(1, -(-d // width))
-    edges = [round(i * d / k) for i in range(k + 1)]
-    return list(zip(edges[:-1], edges[1:]))
-
-
 class StatsAccumulator:
     """Float64 totals of SPEC §1 for ``layers`` (indices into ``hidden_states``), width ``d``.
 
@@ -127,7 +119,8 @@ class StatsAccumulator:
         # float32 partial sums since the last flush
         f32 = torch.float32
         self._part = {k: z(*getattr(self, k).shape, dtype=f32) for k in ("XX", "XY", "C0", "C1", "sum_x")}
-        self._blocks = column_blocks(d, GRAM_BLOCK_COLUMNS)  # block rows of C0's partial sums (upper part)
+        # C0's block rows: ceil(d / GRAM_BLOCK_COLUMNS) of near-equal height; k blocks cost (k + 1) / 2k of the product
+        self._block = -(-d // -(-d // GRAM_BLOCK_COLUMNS))
         self._nonfinite = z(n, dtype=torch.bool)  # per layer, set on the device, read by flush()
         self._check_every_batch = self.device.type == "cpu"  # no device queue to stall: report at once
         self._pending = 0
@@ -160,13 +153,13 @@ class StatsAccumulator:
                 else:
                     out.addmm_(ai, bj)
 
-    def _add_gram(self, out: torch.Tensor, a: list[torch.Tensor], blocks: list[tuple[int, int]]) -> None:
-        """out += AᵀA for A = hi (+ lo), in the upper part of the block rows ``blocks`` only (the lower
-        triangle is made at :meth:`flush`): hiᵀhi + hiᵀlo + loᵀhi, + diag(loᵀlo). Off the diagonal the dropped
-        lo·lo terms have random signs; on it they are squares, whose omission would bias every diagonal entry
-        low by ~1e-6 (relative), enough to move NTPS by 1e-3."""
-        for c0, c1 in blocks:
-            self._addmm(out[c0:c1, c0:], [x[:, c0:c1].T for x in a], [x[:, c0:] for x in a])
+    def _add_gram(self, out: torch.Tensor, a: list[torch.Tensor], block: int) -> None:
+        """out += AᵀA for A = hi (+ lo), in the upper part of block rows of height ``block`` only, as
+        :func:`ntps.linalg.gram_lower` (the lower triangle is made at :meth:`flush`): hiᵀhi + hiᵀlo + loᵀhi,
+        + diag(loᵀlo). Off the diagonal the dropped lo·lo terms have random signs; on it they are squares, whose
+        omission would bias every diagonal entry low by ~1e-6 (relative), enough to move NTPS by 1e-3."""
+        for i in range(0, out.shape[0], block):
+            self._addmm(out[i:i + block, i:], [x[:, i:i + block].T for x in a], [x[:, i:] for x in a])
         if len(a) == 2:
             out.diagonal().add_(a[1].float().square().sum(0))
 
@@ -224,9 +217,9 @@ class StatsAccumulator:
             S.index_fill_(0, zero_rows, 0.0)  # keep s_t only where h_{t+1} is a real token
             xg, Hg, Sg = self._gemm_input(x), self._gemm_input(flat), self._gemm_input(S, scratch=True)
             with gemm_settings():
-                self._add_gram(p["C0"][i], Sg, self._blocks)
+                self._add_gram(p["C0"][i], Sg, self._block)
                 self._addmm(p["C1"][i], [s[:-1].T for s in Sg], [h[1:] for h in Hg])
-                self._add_gram(p["XX"][i], xg, [(0, d)])  # B rows: one block
+                self._add_gram(p["XX"][i], xg, d)  # B rows: one block
                 self._addmm(p["XY"][i], [s.T for s in xg], onehot)
             p["sum_x"][i].add_(x.sum(0))
             self._nonfinite[i] |= ~(torch.isfinite(x).all() & torch.isfinite(p["C0"][i].diagonal()).all()
